@@ -1,0 +1,86 @@
+"""Every workaround tensorpack 0.11 and Horovod 0.28 need on TensorFlow 2, in one place.
+
+Applied once, when the project is imported (``import fdenoise`` does it; so do ``nets``,
+``attacks`` and ``data``). Each workaround names the failure it prevents, and each has a
+test in ``tests/test_compat.py`` that fails without it.
+
+1. Graph mode. tensorpack builds TF1-style graphs; it turns eager execution off only inside
+   ``launch_train_with_config``. Evaluation, export and the tests build graphs outside a
+   trainer, so eager execution is turned off at import for all of them alike.
+2. ``HorovodTrainer.initialize`` calls ``tf.global_variables()``, which TensorFlow 2 no
+   longer has (AttributeError before the first step; ../shared/reference/ENVIRONMENT.md).
+   The ``tf`` that tensorpack's trainer module sees is given a fallback to ``tf.compat.v1``
+   for names TensorFlow 2 removed; nothing else about TensorFlow changes.
+3. Horovod's ``hvd.init()`` without a launcher (no ``horovodrun``) works only with MPI;
+   our Gloo-only builds need the rendezvous variables. ``init_horovod`` makes a process
+   started without ``horovodrun`` a world of one, so the same code path runs everywhere.
+"""
+import os
+import types
+
+# TensorFlow's C++ start-up chatter hides our own messages; users can still override it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+
+_APPLIED = False
+
+
+class _TF2WithV1Fallback(types.ModuleType):
+    """``tensorflow`` as tensorpack's trainer module expects it: TF2's names first, and
+    for a name TF2 removed (``global_variables``, ...), the ``tf.compat.v1`` one."""
+
+    def __init__(self):
+        super().__init__("tensorflow_with_v1_fallback")
+
+    def __getattr__(self, name):
+        try:
+            return getattr(tf, name)
+        except AttributeError:
+            return getattr(tf.compat.v1, name)
+
+
+def _patch_tensorpack_trainers():
+    from tensorpack.train import trainers
+    if not isinstance(trainers.tf, _TF2WithV1Fallback):
+        trainers.tf = _TF2WithV1Fallback()
+
+
+def under_horovodrun():
+    """True when this process was started by ``horovodrun`` (Gloo) or ``mpirun``."""
+    keys = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
+    return any(k in os.environ for k in keys)
+
+
+def init_horovod():
+    """``hvd.init()`` that also works in a plain ``python`` process (a world of one).
+
+    A Gloo-only Horovod started without ``horovodrun`` has no rendezvous server to talk to;
+    we give it the environment of a single-rank Gloo job on this host.
+    """
+    import horovod.tensorflow as hvd
+    if not under_horovodrun() and not hvd.mpi_built():
+        single = {
+            "HOROVOD_RANK": "0", "HOROVOD_SIZE": "1",
+            "HOROVOD_LOCAL_RANK": "0", "HOROVOD_LOCAL_SIZE": "1",
+            "HOROVOD_CROSS_RANK": "0", "HOROVOD_CROSS_SIZE": "1",
+            "HOROVOD_HOSTNAME": "localhost",
+        }
+        for key, value in single.items():
+            os.environ.setdefault(key, value)
+        os.environ.setdefault("HOROVOD_GLOO_RENDEZVOUS_ADDR", "")
+    hvd.init()
+    return hvd
+
+
+def apply():
+    """Apply all workarounds (idempotent)."""
+    global _APPLIED
+    if _APPLIED:
+        return
+    tf.compat.v1.disable_eager_execution()
+    _patch_tensorpack_trainers()
+    _APPLIED = True
+
+
+apply()

@@ -1,0 +1,260 @@
+"""Denoising operations of Sec. 4.2: the blue box of Fig. 4 and Fig. 5.
+
+A registry from name to op: adding a filter is one decorated function
+``op(x, spec, data_format) -> y`` with ``y`` of the shape of ``x``. Ops create their
+variables (if any) in the caller's variable scope, under the names of the released
+checkpoints (``embedding_theta/W``, ``embedding_phi/W``).
+
+Every op works in both layouts, NHWC and NCHW, and is checked against a numpy
+implementation of its equation in ``tests/reference_ops.py``.
+"""
+import math
+
+import tensorflow as tf
+from tensorpack.models import Conv2D, MaxPooling
+
+tfv1 = tf.compat.v1
+
+DENOISE_OPS = {}
+
+
+def register(name):
+    def deco(fn):
+        DENOISE_OPS[name] = fn
+        return fn
+    return deco
+
+
+# 'bottleneck' is a whole residual block rather than an op (Fig. 7's "+4 bottleneck",
+# i.e. ResNet-164); nets/denoise_block.py builds it. It is a valid --denoise choice.
+BLOCK_OPS = set()  # filled at the end of this module
+
+
+# ----------------------------------------------------------------------------------------
+# layout helpers
+def channel_axis(data_format):
+    return 1 if data_format == "NCHW" else 3
+
+
+def _static_hwc(x, data_format):
+    shape = x.shape.as_list()
+    if data_format == "NCHW":
+        return shape[2], shape[3], shape[1]
+    return shape[1], shape[2], shape[3]
+
+
+def _flatten_positions(x, data_format):
+    """[B, H, W, C] -> [B, N, C] (NHWC); [B, C, H, W] -> [B, C, N] (NCHW)."""
+    h, w, c = _static_hwc(x, data_format)
+    if data_format == "NCHW":
+        return tf.reshape(x, [-1, c, h * w])
+    return tf.reshape(x, [-1, h * w, c])
+
+
+def _unflatten_positions(y, like, data_format):
+    return tf.reshape(y, tf.shape(like))
+
+
+def _embedding(name, x, channels, data_format):
+    """A 1x1 convolution without bias: theta(x) / phi(x) of Sec. 4.2."""
+    return Conv2D(name, x, channels, 1, strides=1, use_bias=False, data_format=data_format)
+
+
+def _embed_dim(x, data_format):
+    return _static_hwc(x, data_format)[2] // 2
+
+
+def _subsample(x, data_format):
+    """Sec. 6.2: x_j is sub-sampled by a 2x2 max pooling; x_i stays full size."""
+    return MaxPooling("subsample", x, 2, strides=2, padding="SAME", data_format=data_format)
+
+
+# ----------------------------------------------------------------------------------------
+# Non-local means, Eq. (1): y_i = 1/C(x) sum_{j in L} f(x_i, x_j) x_j
+def _query_key_value(x, spec, data_format, embed):
+    """Queries (x_i side), keys (x_j side, for f) and values (x_j itself, Eq. 1 averages
+    x_j, not an embedding of it), each flattened over positions."""
+    source = _subsample(x, data_format) if spec.subsample else x
+    if embed:
+        d = _embed_dim(x, data_format)
+        query = _embedding("embedding_theta", x, d, data_format)
+        key = _embedding("embedding_phi", source, d, data_format)
+    else:
+        query, key = x, source
+    return (_flatten_positions(query, data_format), _flatten_positions(key, data_format),
+            _flatten_positions(source, data_format))
+
+
+def _gaussian_weights(q, k, data_format):
+    """softmax_j(theta(x_i)^T phi(x_j) / sqrt(d)): f / C(x) of the Gaussian version."""
+    if data_format == "NCHW":        # q [B, d, N], k [B, d, M]
+        d = q.shape.as_list()[1]
+        logits = tf.matmul(q, k, transpose_a=True)
+    else:                            # q [B, N, d], k [B, M, d]
+        d = q.shape.as_list()[2]
+        logits = tf.matmul(q, k, transpose_b=True)
+    logits = logits * (1.0 / math.sqrt(d))
+    return tf.nn.softmax(logits, axis=-1)       # [B, N, M]
+
+
+def _weighted_mean(weights, v, data_format):
+    """y_i = sum_j w_ij v_j."""
+    if data_format == "NCHW":       # v [B, C, M] -> [B, C, N]
+        return tf.matmul(v, weights, transpose_b=True)
+    return tf.matmul(weights, v)    # v [B, M, C] -> [B, N, C]
+
+
+@register("nonlocal")
+def nonlocal_gaussian(x, spec, data_format):
+    """Gaussian (softmax) non-local means: f = exp(theta(x_i)^T phi(x_j) / sqrt(d)),
+    C = sum_j f (Sec. 4.2). d is the embedding's channel count (C/2).
+
+    With ``spec.query_block`` > 0 the N x M weights are formed for that many query
+    positions at a time (softmax is per query row, so the result is the same) to bound
+    memory at large resolutions (res2 of ImageNet: N = 3136)."""
+    embed = True if spec.embed is None else spec.embed
+    q, k, v = _query_key_value(x, spec, data_format, embed)
+    pos_axis = 2 if data_format == "NCHW" else 1
+    n = q.shape.as_list()[pos_axis]
+    if spec.query_block and spec.query_block < n:
+        chunks = []
+        for start in range(0, n, spec.query_block):
+            size = min(spec.query_block, n - start)
+            q_chunk = tf.slice(q, [0, 0, start], [-1, -1, size]) if data_format == "NCHW" \
+                else tf.slice(q, [0, start, 0], [-1, size, -1])
+            chunks.append(_weighted_mean(_gaussian_weights(q_chunk, k, data_format), v, data_format))
+        y = tf.concat(chunks, axis=pos_axis)
+    else:
+        y = _weighted_mean(_gaussian_weights(q, k, data_format), v, data_format)
+    return _unflatten_positions(y, x, data_format)
+
+
+@register("nonlocal-dot")
+def nonlocal_dot(x, spec, data_format):
+    """Dot-product non-local means: f = x_i^T x_j, C(x) = N (Sec. 4.2); no parameters
+    unless ``spec.embed``. N is the number of positions summed over (that of x_j).
+
+    y = (1/N) Q K^T V can be computed as (Q K^T) V, costing N*M*(d + C), or as Q (K^T V),
+    costing (N + M)*d*C: the cheaper order is picked from the static shapes; both are the
+    same number (the weights of the "mean" never need to be formed)."""
+    embed = False if spec.embed is None else spec.embed
+    q, k, v = _query_key_value(x, spec, data_format, embed)
+    if data_format == "NCHW":   # q [B,d,N], k [B,d,M], v [B,C,M]
+        d, n = q.shape.as_list()[1:]
+        c, m = v.shape.as_list()[1:]
+    else:                       # q [B,N,d], k [B,M,d], v [B,M,C]
+        n, d = q.shape.as_list()[1:]
+        m, c = v.shape.as_list()[1:]
+    positions_first = n * m * (d + c) <= (n + m) * d * c
+    if data_format == "NCHW":
+        if positions_first:
+            y = tf.matmul(v, tf.matmul(q, k, transpose_a=True), transpose_b=True)  # V (Q^T K)^T
+        else:
+            y = tf.matmul(tf.matmul(v, k, transpose_b=True), q)                    # (V K^T) Q
+    else:
+        if positions_first:
+            y = tf.matmul(tf.matmul(q, k, transpose_b=True), v)                    # (Q K^T) V
+        else:
+            y = tf.matmul(q, tf.matmul(k, v, transpose_a=True))                    # Q (K^T V)
+    y = y * (1.0 / m)
+    return _unflatten_positions(y, x, data_format)
+
+
+# ----------------------------------------------------------------------------------------
+# Local windows: Eq. (2) and (3), mean filter
+def _shifted_windows(x, kernel_size, data_format, mode="CONSTANT"):
+    """The k*k shifted copies of x, one per offset of a k x k window centred on each pixel.
+
+    Returns a list of tensors shaped like x (zero or symmetric padding at the borders)."""
+    r = kernel_size // 2
+    h, w, _ = _static_hwc(x, data_format)
+    if data_format == "NCHW":
+        pad = [[0, 0], [0, 0], [r, r], [r, r]]
+        padded = tf.pad(x, pad, mode=mode)
+        return [padded[:, :, dy:dy + h, dx:dx + w]
+                for dy in range(kernel_size) for dx in range(kernel_size)]
+    pad = [[0, 0], [r, r], [r, r], [0, 0]]
+    padded = tf.pad(x, pad, mode=mode)
+    return [padded[:, dy:dy + h, dx:dx + w, :]
+            for dy in range(kernel_size) for dx in range(kernel_size)]
+
+
+def _valid_masks(x, kernel_size, data_format):
+    """For each window offset, 1 where the neighbour lies inside the feature map."""
+    h, w, _ = _static_hwc(x, data_format)
+    ones = tf.ones([1, 1, h, w] if data_format == "NCHW" else [1, h, w, 1], dtype=x.dtype)
+    return _shifted_windows(ones, kernel_size, data_format)
+
+
+@register("mean")
+def mean_filter(x, spec, data_format):
+    """k x k mean filter: average pooling with stride 1, same size; the average is over the
+    neighbours inside the map, as TensorFlow's SAME average pooling does (Sec. 4.2).
+    Written with shifted windows so that it also runs in NCHW on CPUs."""
+    windows = _shifted_windows(x, spec.kernel_size, data_format)
+    counts = tf.add_n(_valid_masks(x, spec.kernel_size, data_format))
+    return tf.add_n(windows) / counts
+
+
+@register("median")
+def median_filter(x, spec, data_format):
+    """Eq. (3): y_i = median{x_j : j in Omega(i)}, per channel, over a k x k window of the
+    symmetrically padded map (so every window holds k*k values and the median is one of
+    them). The gradient flows to the selected element (top_k's gradient)."""
+    if spec.kernel_size == 1:
+        return tf.identity(x)
+    windows = tf.stack(_shifted_windows(x, spec.kernel_size, data_format, mode="SYMMETRIC"), axis=-1)
+    k2 = spec.kernel_size ** 2
+    top = tf.math.top_k(windows, k=k2 // 2 + 1, sorted=True).values
+    return top[..., -1]
+
+
+def _bilateral(x, spec, data_format, gaussian):
+    """Eq. (2): y_i = 1/C(x) sum_{j in Omega(i)} f(x_i, x_j) x_j, Omega(i) a k x k window;
+    neighbours outside the map are excluded from the sum and from C(x)."""
+    default_embed = gaussian
+    embed = default_embed if spec.embed is None else spec.embed
+    if embed:
+        d = _embed_dim(x, data_format)
+        query = _embedding("embedding_theta", x, d, data_format)
+        key = _embedding("embedding_phi", x, d, data_format)
+    else:
+        query, key = x, x
+        d = _static_hwc(x, data_format)[2]
+    axis = channel_axis(data_format)
+    keys = _shifted_windows(key, spec.kernel_size, data_format)
+    values = _shifted_windows(x, spec.kernel_size, data_format)
+    valid = tf.stack(_valid_masks(x, spec.kernel_size, data_format), axis=-1)   # [.., k*k]
+    # squeeze the channel axis of the masks, keep the offset axis last
+    valid = tf.squeeze(valid, axis=axis)
+    logits = tf.stack([tf.reduce_sum(query * k, axis=axis) for k in keys], axis=-1)
+    if gaussian:
+        logits = logits * (1.0 / math.sqrt(d))
+        logits = logits + (valid - 1.0) * 1e9        # -inf outside the map
+        weights = tf.nn.softmax(logits, axis=-1)
+    else:
+        weights = logits * valid / tf.reduce_sum(valid, axis=-1, keepdims=True)
+    per_offset = tf.unstack(weights, axis=-1)
+    return tf.add_n([tf.expand_dims(wt, axis) * v for wt, v in zip(per_offset, values)])
+
+
+@register("bilateral")
+def bilateral_gaussian(x, spec, data_format):
+    """Gaussian bilateral filter: the Gaussian weights of Eq. (1) over a local window."""
+    return _bilateral(x, spec, data_format, gaussian=True)
+
+
+@register("bilateral-dot")
+def bilateral_dot(x, spec, data_format):
+    """Dot-product bilateral filter: f = x_i^T x_j, C = |Omega(i)|."""
+    return _bilateral(x, spec, data_format, gaussian=False)
+
+
+@register("null")
+def null_op(x, spec, data_format):
+    """The "null" version (Sec. 6.1): no denoising; the block is a 1x1 conv + residual."""
+    return tf.identity(x)
+
+
+BLOCK_OPS.update(DENOISE_OPS)
+BLOCK_OPS.add("bottleneck")

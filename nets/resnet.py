@@ -1,0 +1,91 @@
+"""ResNet / ResNeXt backbones with denoising blocks (Sec. 6: "Our baselines are
+ResNet-101/152 [9]"; Sec. 6.2: ResNeXt-101 32x8d [26] for the CAAD 2018 entry).
+
+Variable names and shapes are those of the released checkpoints
+(../shared/reference/checkpoint-variables/*.json): ``conv0``, ``group{K}/block{I}/conv{1,2,3}``,
+``convshortcut``, every conv without bias and followed by ``<conv>/bn``, ``linear``.
+"""
+import tensorflow as tf
+from tensorpack.models import (BatchNorm, Conv2D, FullyConnected, GlobalAvgPooling, MaxPooling)
+from tensorpack.tfutils.argscope import argscope
+
+from .denoise_block import batchnorm, denoising_block
+from .spec import RESNEXT_CARDINALITY, RESNEXT_GROUP_WIDTH
+
+
+def _bn_relu(data_format, zero_init=False):
+    return lambda x: tf.nn.relu(batchnorm(x, data_format, zero_init=zero_init))
+
+
+def _bn(data_format, zero_init=False):
+    return lambda x: batchnorm(x, data_format, zero_init=zero_init)
+
+
+def bottleneck_block(x, width, out_channels, stride, data_format, groups=1):
+    """conv1 1x1 -> conv2 3x3 (carries the stride; grouped for ResNeXt) -> conv3 1x1, each
+    with BN; the last BN starts at gamma = 0 (Goyal et al. Sec. 5.1). A projection shortcut
+    ``convshortcut`` where the shape changes."""
+    in_channels = x.shape.as_list()[1 if data_format == "NCHW" else 3]
+    shortcut = x
+    y = Conv2D("conv1", x, width, 1, activation=_bn_relu(data_format))
+    y = Conv2D("conv2", y, width, 3, strides=stride, split=groups, activation=_bn_relu(data_format))
+    y = Conv2D("conv3", y, out_channels, 1, activation=_bn(data_format, zero_init=True))
+    if in_channels != out_channels or stride != 1:
+        shortcut = Conv2D("convshortcut", x, out_channels, 1, strides=stride, activation=_bn(data_format))
+    return tf.nn.relu(y + shortcut)
+
+
+def _stage_shape(spec, stage):
+    """(bottleneck width, output channels, groups) of stage ``stage`` (res{stage+2})."""
+    if spec.family == "resnext":
+        width = RESNEXT_CARDINALITY * RESNEXT_GROUP_WIDTH * 2 ** stage
+        return width, 256 * 2 ** stage, RESNEXT_CARDINALITY
+    width = spec.width * 2 ** stage
+    return width, 4 * width, 1
+
+
+def backbone_logits(image, spec):
+    """Logits of the network ``spec`` (an ArchSpec) for ``image``, NHWC float in [-1, 1].
+
+    Tensorpack layers, so variables are created on first use and reused when the caller's
+    variable scope says so; BN follows tensorpack's tower context unless an argscope says
+    otherwise (the attack freezes it)."""
+    df = spec.data_format
+    den = spec.denoise
+    if df == "NCHW":
+        image = tf.transpose(image, [0, 3, 1, 2])
+
+    def bottleneck_for_denoise(x):
+        c = x.shape.as_list()[1 if df == "NCHW" else 3]
+        return bottleneck_block(x, c // 4, c, 1, df)
+
+    with argscope([Conv2D, MaxPooling, GlobalAvgPooling, BatchNorm], data_format=df), \
+            argscope(Conv2D, use_bias=False,
+                     kernel_initializer=tf.keras.initializers.VarianceScaling(
+                         scale=2.0, mode="fan_out", distribution="untruncated_normal")):
+        if spec.family == "small":
+            # 28x28 / 32x32 inputs: a 3x3 stem and no max-pool, so res2 works at full size.
+            x = Conv2D("conv0", image, spec.width, 3, strides=1, activation=_bn_relu(df))
+        else:
+            x = Conv2D("conv0", image, 64, 7, strides=2, activation=_bn_relu(df))
+            x = MaxPooling("pool0", x, 3, strides=2, padding="SAME")
+
+        for stage, num_blocks in enumerate(spec.blocks_per_stage):
+            width, out_channels, groups = _stage_shape(spec, stage)
+            with tf.compat.v1.variable_scope("group%d" % stage):
+                for i in range(num_blocks):
+                    stride = 2 if (i == 0 and stage > 0) else 1
+                    with tf.compat.v1.variable_scope("block%d" % i):
+                        x = bottleneck_block(x, width, out_channels, stride, df, groups)
+                        if den.enabled and den.at == "all":
+                            # Sec. 6.2: "one denoising block after each residual block".
+                            x = denoising_block("non_local", x, den, df, bottleneck_for_denoise)
+            if den.enabled and den.at == "groups":
+                # Sec. 6: "each is added after the last residual block of res2..res5".
+                x = denoising_block("group%d_denoise" % stage, x, den, df, bottleneck_for_denoise)
+
+        x = GlobalAvgPooling("gap", x)
+        # The FC layer initialised from N(0, 0.01) (Goyal et al. Sec. 5.1).
+        logits = FullyConnected("linear", x, spec.num_classes,
+                                kernel_initializer=tf.random_normal_initializer(stddev=0.01))
+    return logits

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# One set-up step for README's commands and for CI (issue 2).
+#
+#   bash scripts/setup.sh [--gpu]
+#
+# Creates .venv in the repository, installs the dependencies pinned in setup.cfg,
+# builds Horovod 0.28.1 from source with its TensorFlow ops and the Gloo controller
+# (and MPI when an MPI is installed), installs Debian's dataset-fashion-mnist when it is
+# missing and we may install packages, then checks the result. Idempotent: with
+# everything in place it only re-checks and finishes in seconds.
+#
+# --gpu installs tensorflow==2.15.1 instead of tensorflow-cpu==2.15.1 (GPU clusters).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+PY="$VENV/bin/python"
+FMNIST_DIR="/usr/share/datasets/fashion-mnist"
+GPU=0
+for arg in "$@"; do
+  case "$arg" in
+    --gpu) GPU=1 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) echo "setup: unknown option '$arg' (valid: --gpu)" >&2; exit 2 ;;
+  esac
+done
+
+step() { echo "[setup] $*"; }
+fail() { echo "[setup] FAILED at step: $*" >&2; exit 1; }
+
+# Only the pins in setup.cfg are the truth; read them from there.
+pins() {
+  python3 - "$ROOT/setup.cfg" "$GPU" <<'PYEOF'
+import configparser, sys
+cfg = configparser.ConfigParser()
+cfg.read(sys.argv[1])
+gpu = sys.argv[2] == "1"
+for line in cfg["options"]["install_requires"].strip().splitlines():
+    line = line.strip()
+    if not line or line.startswith("horovod"):
+        continue
+    if gpu and line.startswith("tensorflow-cpu"):
+        line = line.replace("tensorflow-cpu", "tensorflow", 1)
+    print(line)
+PYEOF
+}
+
+# ---- 1. virtual environment -------------------------------------------------------
+if [ ! -x "$PY" ]; then
+  step "1/5 creating virtual environment at .venv"
+  python3 -m venv "$VENV" || fail "1/5 venv (is python3-venv installed?)"
+  "$PY" -m pip install -q --upgrade pip setuptools wheel || fail "1/5 pip upgrade"
+fi
+
+# ---- 2. pinned Python dependencies -------------------------------------------------
+STAMP="$VENV/.deps-stamp"
+WANT="$(pins | sort | tr '\n' ' ') gpu=$GPU"
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
+  step "2/5 installing pinned dependencies: $WANT"
+  # shellcheck disable=SC2046
+  "$PY" -m pip install -q $(pins) || fail "2/5 pip install of the pinned dependencies"
+  echo "$WANT" > "$STAMP"
+else
+  step "2/5 pinned dependencies already installed"
+fi
+
+# ---- 3. Horovod, built against this TensorFlow ----------------------------------
+if ! "$PY" -c "import horovod, sys; sys.exit(horovod.__version__ != '0.28.1')" 2>/dev/null \
+   || ! "$PY" -c "import horovod.tensorflow" 2>/dev/null; then
+  step "3/5 building horovod==0.28.1 with TensorFlow + Gloo (takes about 3 minutes)"
+  MPI_FLAG=HOROVOD_WITHOUT_MPI=1
+  if command -v mpicc >/dev/null 2>&1 || command -v mpirun >/dev/null 2>&1; then
+    MPI_FLAG=HOROVOD_WITH_MPI=1
+    step "    an MPI was found: building the MPI controller too"
+  fi
+  env HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 "$MPI_FLAG" \
+      HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 \
+      "$PY" -m pip install -q --no-cache-dir --no-build-isolation horovod==0.28.1 \
+      || fail "3/5 horovod build (needs cmake and g++; see ../shared/reference/ENVIRONMENT.md)"
+else
+  step "3/5 horovod 0.28.1 already built"
+fi
+
+# ---- 4. this project, editable --------------------------------------------------------
+if ! "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('fdenoise') is None)" 2>/dev/null \
+   || [ ! -f "$VENV/.project-stamp" ]; then
+  step "4/5 installing this project (editable)"
+  (cd "$ROOT" && "$PY" -m pip install -q --no-deps --no-build-isolation -e .) || fail "4/5 pip install -e ."
+  touch "$VENV/.project-stamp"
+else
+  step "4/5 project already installed"
+fi
+
+# ---- 5. Fashion-MNIST (the embedded default data set) ------------------------------
+have_fmnist() {
+  for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+    [ -f "$FMNIST_DIR/$f.gz" ] || [ -f "$FMNIST_DIR/$f" ] || return 1
+  done
+}
+if have_fmnist; then
+  step "5/5 Fashion-MNIST found in $FMNIST_DIR"
+else
+  SUDO=""
+  if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO=sudo; fi
+  if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" = 0 ] || [ -n "$SUDO" ]; }; then
+    step "5/5 installing Debian's dataset-fashion-mnist"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
+      || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null; } \
+      || fail "5/5 apt-get install dataset-fashion-mnist"
+    have_fmnist || fail "5/5 dataset-fashion-mnist installed but $FMNIST_DIR lacks the four IDX files"
+  else
+    step "5/5 Fashion-MNIST is not installed and packages cannot be installed here."
+    step "    Get the four files {train,t10k}-{images-idx3,labels-idx1}-ubyte(.gz) and pass"
+    step "    --data /path/to/that/dir to train.py and eval.py."
+  fi
+fi
+
+# ---- check ------------------------------------------------------------------------------
+step "checking the environment"
+"$PY" - <<'PYEOF' || fail "check: imports / versions"
+import tensorflow as tf, tensorpack, cv2, numpy, horovod
+import horovod.tensorflow as hvd
+assert tf.__version__ == "2.15.1", tf.__version__
+assert tensorpack.__version__.startswith("0.11"), tensorpack.__version__
+assert numpy.__version__ < "2", numpy.__version__
+assert horovod.__version__ == "0.28.1", horovod.__version__
+assert hvd.gloo_built(), "horovod was built without Gloo"
+import fdenoise  # the project, with its TensorFlow-2 workarounds applied
+print("[setup] tensorflow %s, tensorpack %s, numpy %s, opencv %s, horovod %s (gloo=%s, mpi=%s)" % (
+    tf.__version__, tensorpack.__version__, numpy.__version__, cv2.__version__,
+    horovod.__version__, hvd.gloo_built(), hvd.mpi_built()))
+PYEOF
+CHECK="$("$VENV/bin/horovodrun" --check-build 2>&1)" || fail "check: horovodrun --check-build"
+echo "$CHECK" | grep -q "\[X\] TensorFlow" || { echo "$CHECK"; fail "check: horovodrun --check-build does not list TensorFlow"; }
+echo "$CHECK" | grep -q "\[X\] Gloo" || { echo "$CHECK"; fail "check: horovodrun --check-build does not list Gloo"; }
+step "ready: $VENV"
