@@ -11,9 +11,6 @@ test in ``tests/test_compat.py`` that fails without it.
    longer has (AttributeError before the first step; ../shared/reference/ENVIRONMENT.md).
    The ``tf`` that tensorpack's trainer module sees is given a fallback to ``tf.compat.v1``
    for names TensorFlow 2 removed; nothing else about TensorFlow changes.
-3. Horovod's ``hvd.init()`` without a launcher (no ``horovodrun``) works only with MPI;
-   our Gloo-only builds need the rendezvous variables. ``init_horovod`` makes a process
-   started without ``horovodrun`` a world of one, so the same code path runs everywhere.
 """
 import os
 import types
@@ -53,22 +50,9 @@ def under_horovodrun():
 
 
 def init_horovod():
-    """``hvd.init()`` that also works in a plain ``python`` process (a world of one).
-
-    A Gloo-only Horovod started without ``horovodrun`` has no rendezvous server to talk to;
-    we give it the environment of a single-rank Gloo job on this host.
-    """
+    """``hvd.init()``; in a plain ``python`` process (no horovodrun) Horovod 0.28 makes a
+    world of one, so the same code runs everywhere."""
     import horovod.tensorflow as hvd
-    if not under_horovodrun() and not hvd.mpi_built():
-        single = {
-            "HOROVOD_RANK": "0", "HOROVOD_SIZE": "1",
-            "HOROVOD_LOCAL_RANK": "0", "HOROVOD_LOCAL_SIZE": "1",
-            "HOROVOD_CROSS_RANK": "0", "HOROVOD_CROSS_SIZE": "1",
-            "HOROVOD_HOSTNAME": "localhost",
-        }
-        for key, value in single.items():
-            os.environ.setdefault(key, value)
-        os.environ.setdefault("HOROVOD_GLOO_RENDEZVOUS_ADDR", "")
     hvd.init()
     return hvd
 

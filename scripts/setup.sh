@@ -11,6 +11,7 @@
 #
 # --gpu installs tensorflow==2.15.1 instead of tensorflow-cpu==2.15.1 (GPU clusters).
 set -euo pipefail
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
@@ -26,6 +27,17 @@ for arg in "$@"; do
 done
 
 step() { echo "[setup] $*"; }
+# pip, minus the noise of this machine's optional local package folders.
+# (Always called as `pip_quiet ... || fail ...`, so set -e does not stop it early.)
+pip_quiet() {
+  local log rc
+  log="$(mktemp)"
+  "$PY" -m pip "$@" >"$log" 2>&1
+  rc=$?
+  grep -v "is ignored: it is neither a file nor a directory" "$log" || true
+  rm -f "$log"
+  return "$rc"
+}
 fail() { echo "[setup] FAILED at step: $*" >&2; exit 1; }
 
 # Only the pins in setup.cfg are the truth; read them from there.
@@ -49,7 +61,7 @@ PYEOF
 if [ ! -x "$PY" ]; then
   step "1/5 creating virtual environment at .venv"
   python3 -m venv "$VENV" || fail "1/5 venv (is python3-venv installed?)"
-  "$PY" -m pip install -q --upgrade pip setuptools wheel || fail "1/5 pip upgrade"
+  pip_quiet install -q --upgrade pip setuptools wheel || fail "1/5 pip upgrade"
 fi
 
 # ---- 2. pinned Python dependencies -------------------------------------------------
@@ -58,7 +70,7 @@ WANT="$(pins | sort | tr '\n' ' ') gpu=$GPU"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   step "2/5 installing pinned dependencies: $WANT"
   # shellcheck disable=SC2046
-  "$PY" -m pip install -q $(pins) || fail "2/5 pip install of the pinned dependencies"
+  pip_quiet install -q $(pins) || fail "2/5 pip install of the pinned dependencies"
   echo "$WANT" > "$STAMP"
 else
   step "2/5 pinned dependencies already installed"
@@ -75,7 +87,7 @@ if ! "$PY" -c "import horovod, sys; sys.exit(horovod.__version__ != '0.28.1')" 2
   fi
   env HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 "$MPI_FLAG" \
       HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 \
-      "$PY" -m pip install -q --no-cache-dir --no-build-isolation horovod==0.28.1 \
+      pip_quiet install -q --no-cache-dir --no-build-isolation horovod==0.28.1 \
       || fail "3/5 horovod build (needs cmake and g++; see ../shared/reference/ENVIRONMENT.md)"
 else
   step "3/5 horovod 0.28.1 already built"
@@ -85,7 +97,7 @@ fi
 if ! "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('fdenoise') is None)" 2>/dev/null \
    || [ ! -f "$VENV/.project-stamp" ]; then
   step "4/5 installing this project (editable)"
-  (cd "$ROOT" && "$PY" -m pip install -q --no-deps --no-build-isolation -e .) || fail "4/5 pip install -e ."
+  (cd "$ROOT" && pip_quiet install -q --no-deps --no-build-isolation -e .) || fail "4/5 pip install -e ."
   touch "$VENV/.project-stamp"
 else
   step "4/5 project already installed"

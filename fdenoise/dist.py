@@ -1,0 +1,44 @@
+"""Horovod, the distributed engine (never our own): who we are, and sums across ranks."""
+import numpy as np
+import tensorflow as tf
+
+from .compat import init_horovod, under_horovodrun
+
+_HVD = None
+
+
+def horovod():
+    """The initialised ``horovod.tensorflow`` module (a world of one without horovodrun)."""
+    global _HVD
+    if _HVD is None:
+        _HVD = init_horovod()
+    return _HVD
+
+
+def rank_and_size():
+    """(rank, size): Horovod's when launched by horovodrun, else (0, 1) without touching it."""
+    if _HVD is None and not under_horovodrun():
+        return 0, 1
+    hvd = horovod()
+    return hvd.rank(), hvd.size()
+
+
+class SumAcrossRanks:
+    """Sums a float64 vector over all Horovod ranks with one allreduce op, built once in
+    the current graph (before it is finalised) and run in any session of that graph.
+    With one rank it is the identity and builds nothing."""
+
+    def __init__(self, length, name="sum_across_ranks"):
+        self.length = length
+        _, size = rank_and_size()
+        self._op = None
+        if size > 1:
+            hvd = horovod()
+            self._input = tf.compat.v1.placeholder(tf.float64, [length], name=name + "_in")
+            self._op = hvd.allreduce(self._input, op=hvd.Sum, name=name)
+
+    def __call__(self, sess, values):
+        values = np.asarray(values, dtype=np.float64)
+        if self._op is None:
+            return values
+        return sess.run(self._op, feed_dict={self._input: values})
