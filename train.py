@@ -70,7 +70,7 @@ def main(argv=None):
     from tensorpack.utils import logger
 
     from attacks import AttackError
-    from data import detect_dataset
+    import data
     from data.errors import DataError
     from fdenoise import datasets
     from fdenoise.callbacks import TrainingDiverged
@@ -84,7 +84,7 @@ def main(argv=None):
         rank, size = world()
         dataset = args.dataset
         if dataset == "auto":
-            dataset = "fashion-mnist" if args.fake else detect_dataset(args.data)
+            dataset = "fashion-mnist" if args.fake else data.detect_dataset(args.data)
         defaults, recipe = DATASET_DEFAULTS[dataset], RECIPES[dataset]
         if args.seed is not None:
             tf.compat.v1.set_random_seed(args.seed + rank)

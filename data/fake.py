@@ -19,7 +19,8 @@ class FakeBatches(DataFlow):
     def __init__(self, batch, image_size=224, channels=3, num_classes=1000, seed=0, size=100,
                  fixed=False):
         self.shape = (int(batch), int(image_size), int(image_size), int(channels))
-        self.num_classes, self.seed, self.size, self.fixed = int(num_classes), seed, int(size), fixed
+        self.num_classes, self.seed = int(num_classes), seed
+        self.size, self.fixed = int(size), fixed
         self._rng = None
         self._fixed_batch = None
 

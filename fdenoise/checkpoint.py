@@ -16,7 +16,7 @@ import zipfile
 
 import numpy as np
 import tensorflow as tf
-from tensorpack.tfutils.sessinit import DictRestore
+from tensorpack.tfutils.sessinit import SessionInit
 
 ARCH_KEY = "__arch__"
 ARCH_FILE = "arch.json"
@@ -126,13 +126,40 @@ def format_mismatch(path, missing, unexpected, mismatched, limit=20):
     return "\n".join(lines)
 
 
+class StrictRestore(SessionInit):
+    """A tensorpack SessionInit that loads ``params`` (name -> array) only if they fit the
+    graph's model variables exactly; otherwise CheckpointError lists what does not fit.
+    All values are assigned in one ``session.run``."""
+
+    def __init__(self, params, path="checkpoint"):
+        self.params = params
+        self.path = path
+
+    def _setup_graph(self):
+        graph_vars = model_variables()
+        missing, unexpected, mismatched = compare(self.params, graph_vars)
+        if missing or unexpected or mismatched:
+            raise CheckpointError(format_mismatch(self.path, missing, unexpected, mismatched))
+        self._feeds, ops = {}, []
+        with tf.name_scope("strict_restore"):
+            for name, var in graph_vars.items():
+                ph = tf.compat.v1.placeholder(var.dtype.base_dtype, var.shape)
+                ops.append(var.assign(ph, read_value=False) if hasattr(var, "assign") else tf.compat.v1.assign(var, ph))
+                self._feeds[ph] = name
+        self._op = tf.group(*ops)
+
+    def _run_init(self, sess):
+        sess.run(self._op, {ph: self.params[name] for ph, name in self._feeds.items()})
+
+
 def strict_session_init(params, path="checkpoint", graph=None):
-    """A tensorpack SessionInit that loads ``params`` only if they fit the graph exactly."""
-    graph_vars = model_variables(graph)
-    missing, unexpected, mismatched = compare(params, graph_vars)
+    """StrictRestore for ``graph`` (checked at once, so errors surface before any work)."""
+    graph = graph or tf.compat.v1.get_default_graph()
+    with graph.as_default():
+        missing, unexpected, mismatched = compare(params, model_variables(graph))
     if missing or unexpected or mismatched:
         raise CheckpointError(format_mismatch(path, missing, unexpected, mismatched))
-    return DictRestore({k: v for k, v in params.items()})
+    return StrictRestore(params, path)
 
 
 # ---------------------------------------------------------------------------- writing

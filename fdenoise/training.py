@@ -13,7 +13,7 @@ from tensorpack.callbacks import (EnableCallbackIf, EstimatedTimeLeft, Inference
                                   ProgressBar, ScalarPrinter, TFEventWriter)
 from tensorpack.callbacks.monitor import JSONWriter
 from tensorpack.input_source import QueueInput
-from tensorpack.tfutils.sessinit import SaverRestore, SessionInit
+from tensorpack.tfutils.sessinit import SaverRestore
 from tensorpack.utils import logger
 
 from . import checkpoint
@@ -112,7 +112,7 @@ def build_config(plan, arch, train_attacker, train_flow, eval_flow_fn, rank):
     session_init = None
     if plan.load:
         params, _ = checkpoint.read_checkpoint(plan.load)
-        session_init = StrictInit(params, plan.load)
+        session_init = checkpoint.StrictRestore(params, plan.load)
     resume_prefix, starting_epoch = find_resume_point(plan.logdir, plan.steps_per_epoch)
     if resume_prefix is not None:
         logger.info("Resuming from %s at epoch %d" % (resume_prefix, starting_epoch))
@@ -123,22 +123,6 @@ def build_config(plan, arch, train_attacker, train_flow, eval_flow_fn, rank):
         extra_callbacks=[ProgressBar(["cost", "train_top1_error", "train_attack_success"])] if is_chief else [],
         steps_per_epoch=plan.steps_per_epoch, max_epoch=plan.epochs,
         starting_epoch=starting_epoch, session_init=session_init)
-
-
-class StrictInit(SessionInit):
-    """``--load``: initialise from a checkpoint only if it fits the graph exactly (checked
-    once the graph exists; the error lists what does not fit)."""
-
-    def __init__(self, params, path):
-        self.params = params
-        self.path = path
-
-    def _setup_graph(self):
-        self._init = checkpoint.strict_session_init(self.params, self.path)
-        self._init._setup_graph()
-
-    def _run_init(self, sess):
-        self._init._run_init(sess)
 
 
 def write_run_info(logdir, arch, plan, extra):

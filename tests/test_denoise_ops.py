@@ -2,20 +2,31 @@
 tests/reference_ops.py (the paper's Eq. 1-3), in both layouts, and their gradients
 against finite differences.
 
-NCHW on CPU: TensorFlow's default CPU kernels of Conv2D and MaxPool are NHWC-only ("The
-Conv2D op currently only supports the NHWC tensor format on the CPU"), unless oneDNN is on,
-which it is not by default on CPUs without AVX-512 (and its switch is read once, when
-TensorFlow is loaded). The sessions here therefore ask grappler's layout optimizer to
-rewrite NCHW kernels to NHWC on CPU (``cpu_layout_conversion = NCHW_TO_NHWC``): it puts
-transposes around those kernels only, so the graph still computes the function the NCHW code
-of the op describes (reshapes, matmul orders, slices, pads, channel axes are untouched).
+NCHW on CPU: TensorFlow's default (Eigen) CPU kernels of Conv2D and MaxPool, forward and
+backward, are NHWC-only ("The Conv2D op currently only supports the NHWC tensor format on
+the CPU"). The oneDNN kernels run NCHW (float32), but oneDNN is on by default only on CPUs
+with AVX-512-class features, and its switch, TF_ENABLE_ONEDNN_OPTS=1, is read once, when
+TensorFlow is loaded. So when this process cannot run NCHW kernels, the tests that need
+them (``needs_nchw_kernels``) are all run once in a child pytest with
+TF_ENABLE_ONEDNN_OPTS=1, and each takes its outcome from there (``ran_in_child``). Nothing
+is skipped, and this process's TensorFlow settings are left alone. tests/test_nets.py uses
+the same helpers.
+
+oneDNN's max pooling (TF 2.15.1) caches its primitives by logical dimensions, not by
+layout: in one process, an NHWC MaxPool run after an NCHW one of the same dimensions
+returns wrong values. So NCHW tests use NCHW_EXTRA_BATCH more images than NHWC ones, and
+the two layouts never pool tensors of the same dimensions.
 """
-import math
+import functools
+import os
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ElementTree
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
 
 import nets  # noqa: F401  (graph mode)
 import reference_ops as ref
@@ -30,11 +41,84 @@ EMBEDS_BY_DEFAULT = {"nonlocal": True, "bilateral": True, "nonlocal-dot": False,
                      "bilateral-dot": False, "mean": False, "median": False, "null": False}
 
 
+CHILD_FLAG = "FDENOISE_TESTS_NCHW_CHILD"
+NCHW_EXTRA_BATCH = 2
+
+
+# ----------------------------------------------------------------------------------------
+# NCHW kernels on CPU (see the module docstring)
+@functools.lru_cache(maxsize=None)
+def nchw_kernels_in_process():
+    """Whether this process runs NCHW Conv2D and MaxPool, forward and backward."""
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tfv1.placeholder(tf.float32, [1, 2, 4, 4])
+        w = tfv1.placeholder(tf.float32, [1, 1, 2, 2])
+        y = tf.nn.conv2d(x, w, 1, "SAME", data_format="NCHW")
+        y = tf.nn.max_pool2d(y, 2, 2, "SAME", data_format="NCHW")
+        grads = tf.gradients(tf.reduce_sum(y * y), [x, w])
+    feed = {x: np.ones([1, 2, 4, 4]), w: np.ones([1, 1, 2, 2])}
+    with tfv1.Session(graph=graph) as sess:
+        try:
+            sess.run(grads, feed)
+        except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError):
+            return False
+    return True
+
+
+def needs_nchw_kernels(item):
+    """Tests parametrized with data_format='NCHW', or functions marked by the attribute."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and callspec.params.get("data_format") == "NCHW":
+        return True
+    return getattr(getattr(item, "function", None), "needs_nchw_kernels", False)
+
+
+_CHILD_OUTCOMES = {}
+
+
+def _child_outcomes(session):
+    """{node id: None if passed, else the failure text} for every collected test that needs
+    NCHW kernels, all run in one child pytest with oneDNN on."""
+    if not _CHILD_OUTCOMES:
+        ids = [item.nodeid for item in session.items if needs_nchw_kernels(item)]
+        env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="1", **{CHILD_FLAG: "1"})
+        with tempfile.TemporaryDirectory() as tmp:
+            report = os.path.join(tmp, "child.xml")
+            proc = subprocess.run(
+                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                 "-o", "junit_family=xunit1", "--junitxml", report] + ids,
+                cwd=str(session.config.rootpath), env=env, capture_output=True, text=True,
+                timeout=900)
+            if os.path.exists(report):
+                for case in ElementTree.parse(report).iter("testcase"):
+                    # xunit1: file="tests/test_x.py", name="test_y[params]"
+                    nodeid = "%s::%s" % (case.get("file"), case.get("name"))
+                    problems = [c for c in case if c.tag in ("failure", "error", "skipped")]
+                    _CHILD_OUTCOMES[nodeid] = None if not problems else "%s: %s" % (
+                        problems[0].tag, problems[0].text or problems[0].get("message"))
+        if not _CHILD_OUTCOMES:
+            _CHILD_OUTCOMES.update({nodeid: "the child pytest reported nothing:\n%s\n%s" % (
+                proc.stdout[-3000:], proc.stderr[-3000:]) for nodeid in ids})
+    return _CHILD_OUTCOMES
+
+
+def ran_in_child(request):
+    """True if this test needs NCHW kernels that this process lacks and it passed in the
+    child process (the caller then returns); fails the test if it failed there."""
+    if nchw_kernels_in_process():
+        return False
+    if os.environ.get(CHILD_FLAG):
+        pytest.fail("NCHW Conv2D/MaxPool do not run on this CPU even with TF_ENABLE_ONEDNN_OPTS=1")
+    outcome = _child_outcomes(request.session).get(request.node.nodeid, "not run in the child")
+    if outcome is not None:
+        pytest.fail("in the child process with TF_ENABLE_ONEDNN_OPTS=1: %s" % outcome,
+                    pytrace=False)
+    return True
+
+
 def make_session(graph):
-    cfg = config_pb2.ConfigProto()
-    cfg.graph_options.rewrite_options.cpu_layout_conversion = \
-        rewriter_config_pb2.RewriterConfig.NCHW_TO_NHWC
-    return tfv1.Session(graph=graph, config=cfg)
+    return tfv1.Session(graph=graph)
 
 
 def to_layout(x, data_format):
@@ -139,7 +223,11 @@ def _matmul_shapes(graph):
 
 @pytest.mark.parametrize("data_format", LAYOUTS)
 @pytest.mark.parametrize("op,spec,shape,order,softmaxes", FORWARD_CASES)
-def test_op_matches_reference(op, spec, shape, order, softmaxes, data_format):
+def test_op_matches_reference(op, spec, shape, order, softmaxes, data_format, request):
+    if data_format == "NCHW" and ran_in_child(request):
+        return
+    if data_format == "NCHW":
+        shape = (shape[0] + NCHW_EXTRA_BATCH,) + shape[1:]
     rng = np.random.RandomState(0)
     x = rng.randn(*shape).astype(np.float32)
     graph, inp, out = build(op, spec, shape, data_format, tf.float32)
@@ -207,45 +295,59 @@ GRAD_CASES = [
 ]
 
 
+def central_differences(fn, value, eps):
+    grad = np.zeros_like(value)
+    for idx in np.ndindex(*value.shape):
+        plus, minus = value.copy(), value.copy()
+        plus[idx] += eps
+        minus[idx] -= eps
+        grad[idx] = (fn(plus) - fn(minus)) / (2 * eps)
+    return grad
+
+
 @pytest.mark.parametrize("data_format", LAYOUTS)
 @pytest.mark.parametrize("op,kw", GRAD_CASES)
-def test_op_gradient(op, kw, data_format):
-    """d(sum(y * r))/dx and d/dW (embeddings) vs. central differences, in float64."""
-    shape = (1, 3, 4, 4)
-    eps = 1e-5
-    x = distinct_input(shape, seed=3)
-    r = np.random.RandomState(4).randn(*shape)
-    graph, inp, out = build(op, DenoiseSpec(op, **kw), shape, data_format, tf.float64)
+def test_op_gradient(op, kw, data_format, request):
+    """d(sum(y * r))/dx and d/dW (embeddings) of the op vs. central differences of its
+    equation (the numpy reference) in float64. The graph is float64 too, except where an
+    NCHW op needs Conv2D or MaxPool kernels, which exist for float32 only (then float32
+    tolerances). Inputs have distinct values, so medians and maxima are unique."""
+    if data_format == "NCHW" and ran_in_child(request):
+        return
+    spec = DenoiseSpec(op, **kw)
+    embeds = EMBEDS_BY_DEFAULT[op] if spec.embed is None else spec.embed
+    float32 = data_format == "NCHW" and (embeds or spec.subsample)
+    dtype, np_dtype = (tf.float32, np.float32) if float32 else (tf.float64, np.float64)
+    shape = (1 + (NCHW_EXTRA_BATCH if data_format == "NCHW" else 0), 3, 4, 4)
+    x = distinct_input(shape, seed=3).astype(np_dtype).astype(np.float64)
+    r = np.random.RandomState(4).randn(*shape).astype(np_dtype).astype(np.float64)
+    graph, inp, out = build(op, spec, shape, data_format, dtype)
     with graph.as_default():
         variables = tfv1.global_variables()
-        loss = tf.reduce_sum(out * tf.constant(to_layout(r, data_format)))
+        loss = tf.reduce_sum(out * tf.constant(to_layout(r, data_format), dtype=dtype))
         grads = tf.gradients(loss, [inp] + variables)
         assert all(g is not None for g in grads)
-    feed = to_layout(x, data_format)
     with make_session(graph) as sess:
         sess.run(tfv1.variables_initializer(variables))
-        analytic = sess.run(grads, {inp: feed})
+        values = dict(zip([v.op.name for v in variables], sess.run(variables)))
+        analytic = sess.run(grads, {inp: to_layout(x, data_format)})
+    analytic_x = from_layout(analytic[0], data_format)
+    analytic_w = dict(zip([v.op.name for v in variables], analytic[1:]))
+    theta, phi = embedding_weights(values)
+    assert (theta is not None) == embeds
 
-        def loss_at(xv):
-            return sess.run(loss, {inp: xv})
+    def loss_of(xv, th=theta, ph=phi):
+        return float(np.sum(reference(op, spec, xv, th, ph) * r))
 
-        numeric_x = np.zeros_like(feed)
-        for idx in np.ndindex(*feed.shape):
-            plus, minus = feed.copy(), feed.copy()
-            plus[idx] += eps
-            minus[idx] -= eps
-            numeric_x[idx] = (loss_at(plus) - loss_at(minus)) / (2 * eps)
-        np.testing.assert_allclose(analytic[0], numeric_x, rtol=1e-6, atol=1e-7)
-        assert np.abs(numeric_x).max() > 1e-2
-
-        for var, grad in zip(variables, analytic[1:]):
-            w = sess.run(var)
-            numeric_w = np.zeros_like(w)
-            for idx in np.ndindex(*w.shape):
-                for sign in (1, -1):
-                    shifted = w.copy()
-                    shifted[idx] += sign * eps
-                    var.load(shifted, sess)
-                    numeric_w[idx] += sign * loss_at(feed) / (2 * eps)
-            var.load(w, sess)
-            np.testing.assert_allclose(grad, numeric_w, rtol=1e-6, atol=1e-7, err_msg=var.op.name)
+    eps = 1e-5
+    tol = dict(rtol=1e-4, atol=1e-4) if float32 else dict(rtol=1e-6, atol=1e-8)
+    numeric_x = central_differences(loss_of, x, eps)
+    assert np.abs(numeric_x).max() > 1e-2
+    np.testing.assert_allclose(analytic_x, numeric_x, **tol)
+    if embeds:
+        th, ph = theta.astype(np.float64), phi.astype(np.float64)
+        numeric_theta = central_differences(lambda w: loss_of(x, w, ph), th, eps)
+        numeric_phi = central_differences(lambda w: loss_of(x, th, w), ph, eps)
+        assert np.abs(numeric_theta).max() > 1e-3 and np.abs(numeric_phi).max() > 1e-3
+        np.testing.assert_allclose(analytic_w[SCOPE + "/embedding_theta/W"], numeric_theta, **tol)
+        np.testing.assert_allclose(analytic_w[SCOPE + "/embedding_phi/W"], numeric_phi, **tol)

@@ -1,0 +1,215 @@
+#!/usr/bin/env python
+"""Evaluate a model: white-box attacks (Sec. 6.1), black-box directories and the
+all-or-nothing criterion (Sec. 6.2), and export for competition submission.
+
+    python eval.py --load R152-Denoise.npz --data /imagenet --attack-iter 100
+    python eval.py --load model.npz --attack-iter 10,100,1000 --plot-out curve.png
+    horovodrun -np 16 python eval.py --load X101-DenoiseAll.npz --data /imagenet --attack-iter 1000
+    python eval.py --load model.npz --eval-directory adv/ --prediction-file predictions.txt
+    python eval.py --load model.npz --export-frozen model.pb
+
+The architecture is read from the checkpoint (nets/infer.py) unless flags are given.
+"""
+import argparse
+import json
+import os
+import sys
+
+
+def parse_args(argv=None):
+    from fdenoise.flags import add_arch_flags, add_attack_flags, positive_int
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--load", required=True, help=".npz (released or from train.py) or a TF checkpoint")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default="/usr/share/datasets/fashion-mnist",
+                   help="ImageNet root (val/) or the Fashion-MNIST directory")
+    g.add_argument("--dataset", choices=("auto", "imagenet", "fashion-mnist"), default="auto")
+    g.add_argument("--fake", action="store_true", help="random images of the right shapes")
+    g.add_argument("--limit", type=positive_int, default=None, help="only the first N images")
+    g.add_argument("--batch", type=positive_int, default=None)
+    add_arch_flags(p)
+    g = add_attack_flags(p)
+    g.add_argument("--attack-iter", default="0,10",
+                   help="comma-separated iteration counts, each evaluated (0 = clean)")
+    g.add_argument("--restarts", type=positive_int, default=1, help="random restarts, keeping the best per image")
+    g.add_argument("--seed", type=int, default=None)
+    g = p.add_argument_group("output")
+    g.add_argument("--json-out", default=None, help="write the results as JSON")
+    g.add_argument("--plot-out", default=None, help="robustness curve (PNG) when several strengths are given")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group("black-box (Sec. 6.2)")
+    g.add_argument("--eval-directory", default=None, help="predict every image in this directory")
+    g.add_argument("--prediction-file", default=None, help="write 'filename,label' lines here")
+    g.add_argument("--logits-file", default=None, help="also save filenames and logits (.npz)")
+    g.add_argument("--all-or-nothing", nargs="+", default=None, metavar="DIR",
+                   help="one directory of adversarial images per attacker; needs --labels")
+    g.add_argument("--labels", default=None, help="'filename,label' (or 'filename label') true labels")
+    g = p.add_argument_group("export")
+    g.add_argument("--export-frozen", default=None, help="frozen GraphDef (.pb): input:0 -> logits:0")
+    g.add_argument("--export-savedmodel", default=None, help="SavedModel directory (serving_default)")
+    g.add_argument("--export-input-dtype", choices=("uint8", "float32"), default="uint8")
+    return p.parse_args(argv)
+
+
+def arch_flags_given(args):
+    return any([args.arch, args.denoise, args.denoise_at, args.denoise_subsample, args.no_denoise_1x1,
+                args.no_denoise_residual, args.width])
+
+
+def resolve_arch(args, params, recorded, dataset):
+    from tensorpack.utils import logger
+
+    from fdenoise.flags import arch_from_args, default_data_format
+    from nets.infer import infer_arch
+    data_format = default_data_format() if args.data_format == "auto" else args.data_format
+    if arch_flags_given(args):
+        return arch_from_args(args, dataset)
+    spec, _ = infer_arch({k: list(v.shape) for k, v in params.items()}, recorded, data_format,
+                         log=lambda m: logger.warn(m))
+    if args.denoise_query_block:
+        spec = spec.replace(denoise=spec.denoise.__class__(**dict(spec.denoise.__dict__,
+                                                                  query_block=args.denoise_query_block)))
+    return spec
+
+
+def read_labels(path):
+    from data.errors import DataError
+    labels = {}
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            parts = line.replace(",", " ").split()
+            if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+                raise DataError("%s line %d is not 'filename,label': fix the labels file" % (path, lineno))
+            labels[parts[0]] = int(parts[1])
+    return labels
+
+
+def predict_directory(predictor, directory, batch, progress):
+    """-> (filenames, logits) for every readable image in ``directory``."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from data.imagenet import black_box_directory_flow
+    flow = black_box_directory_flow(directory, batch, image_size=predictor.arch.image_size)
+    flow.reset_state()
+    names, logits = [], []
+    for images, filenames in tqdm(flow, disable=not progress, desc=os.path.basename(directory.rstrip("/")),
+                                  unit="batch"):
+        if predictor.arch.image_channels == 1 and images.shape[-1] == 3:
+            import cv2
+            images = np.stack([cv2.cvtColor(im, cv2.COLOR_BGR2GRAY) for im in images])[..., None]
+        logits.append(predictor(images))
+        names.extend(filenames)
+    return names, (np.concatenate(logits) if logits else np.zeros((0, predictor.arch.num_classes)))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import numpy as np
+    import tensorflow as tf
+    from tensorpack.utils import logger
+
+    import data
+    from attacks import AttackError
+    from data.errors import DataError
+    from fdenoise import checkpoint, datasets, evaluation
+    from fdenoise.checkpoint import CheckpointError
+    from fdenoise.dist import rank_and_size
+    from fdenoise.flags import attacker_from_args
+    from nets import SpecError
+
+    try:
+        rank, size = rank_and_size()
+        params, recorded = checkpoint.read_checkpoint(args.load)
+        dataset = args.dataset
+        black_box = args.eval_directory or args.all_or_nothing or args.export_frozen or args.export_savedmodel
+        if dataset == "auto":
+            if args.fake or black_box:
+                dataset = "fashion-mnist" if params.get("conv0/W", np.zeros((7,))).shape[0] == 3 else "imagenet"
+            else:
+                dataset = data.detect_dataset(args.data)
+        arch = resolve_arch(args, params, recorded, dataset)
+        if rank == 0:
+            logger.info("Architecture: %s" % arch.name)
+        out = {"checkpoint": os.path.abspath(args.load), "arch": arch.to_dict(), "workers": size}
+
+        if black_box:
+            dtype = tf.float32 if args.export_input_dtype == "float32" else tf.uint8
+            predictor = evaluation.Predictor(arch, params, args.load, input_dtype=dtype)
+            if args.export_frozen:
+                predictor.export_frozen(args.export_frozen)
+                print("wrote frozen graph %s (input:0 %s BGR 0..255 [N,%d,%d,%d] -> logits:0, probabilities:0, "
+                      "classes:0)" % (args.export_frozen, args.export_input_dtype, arch.image_size,
+                                      arch.image_size, arch.image_channels))
+            if args.export_savedmodel:
+                predictor.export_savedmodel(args.export_savedmodel)
+                print("wrote SavedModel %s (signature serving_default: image -> logits, probabilities, classes)"
+                      % args.export_savedmodel)
+            batch = args.batch or 32
+            if args.eval_directory:
+                names, logits = predict_directory(predictor, args.eval_directory, batch, not args.quiet)
+                preds = logits.argmax(axis=1) if len(names) else []
+                lines = "".join("%s,%d\n" % (n, p) for n, p in zip(names, preds))
+                if args.prediction_file:
+                    checkpoint.atomic_write(args.prediction_file, lambda f: f.write(lines), mode="w")
+                    print("wrote %d predictions to %s" % (len(names), args.prediction_file))
+                else:
+                    sys.stdout.write(lines)
+                if args.logits_file:
+                    checkpoint.atomic_write(args.logits_file, lambda f: np.savez(
+                        f, filenames=np.array(names), logits=logits))
+                out["predictions"] = len(names)
+            if args.all_or_nothing:
+                if not args.labels:
+                    raise DataError("--all-or-nothing needs --labels FILE with the true 'filename,label' lines")
+                truth = read_labels(args.labels)
+                per_attacker = {}
+                for directory in args.all_or_nothing:
+                    names, logits = predict_directory(predictor, directory, batch, not args.quiet)
+                    per_attacker[os.path.basename(directory.rstrip("/"))] = dict(
+                        zip(names, (int(p) for p in logits.argmax(axis=1))))
+                res = evaluation.all_or_nothing(truth, per_attacker)
+                out["all_or_nothing"] = res
+                print("all-or-nothing accuracy over %d attackers: %.2f%% +- %.2f (%d images)" % (
+                    len(per_attacker), 100 * res["all_or_nothing_accuracy"], 100 * res["all_or_nothing_ci95"],
+                    res["num_images"]))
+                for name, acc in res["per_attacker_accuracy"].items():
+                    print("  %-30s %.2f%%" % (name, 100 * acc))
+        else:
+            iters = sorted({int(x) for x in args.attack_iter.split(",") if x.strip()})
+            if any(n < 0 for n in iters):
+                raise AttackError("attack iterations must be >= 0, got %s" % args.attack_iter)
+            attackers, iters_by_name = {}, {}
+            for n in iters:
+                name = "clean" if n == 0 else "%s%d" % (args.attack, n)
+                attackers[name] = attacker_from_args(args, dataset, n, restarts=args.restarts if n else 1,
+                                                     seed=args.seed)
+                iters_by_name[name] = n
+            source = datasets.open_dataset(dataset, args.data, fake=args.fake)
+            batch = args.batch or (50 if dataset == "imagenet" else 250)
+            flow = source.eval_flow(batch, rank, size, limit=args.limit)
+            evaluator = evaluation.WhiteBoxEvaluator(arch, attackers, params, args.load, seed=args.seed)
+            results = evaluator.run(flow, total_batches=evaluation.ceil_div(
+                source.num_eval(args.limit), batch * size), progress=(rank == 0 and not args.quiet))
+            out["white_box"] = results
+            if rank == 0:
+                print(evaluation.format_table(results, list(attackers)))
+                if args.plot_out and len([n for n in iters if n > 0]) >= 1:
+                    evaluation.plot_curve(results, iters_by_name, args.plot_out,
+                                          "%s, eps=%g" % (arch.name, attackers[list(attackers)[-1]].epsilon))
+                    print("wrote %s" % args.plot_out)
+        if args.json_out and rank == 0:
+            checkpoint.atomic_write(args.json_out, lambda f: f.write(json.dumps(out, indent=2, sort_keys=True)),
+                                    mode="w")
+    except (SpecError, AttackError, DataError, CheckpointError) as e:
+        print("eval.py: error: %s" % e, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""One interface over the data sets of data/, for train.py and eval.py: sizes, shapes and
+this rank's shard of the training and evaluation flows."""
+from data.fake import fake_flow
+from data.fashion_flow import fashion_eval_flow, fashion_train_flow
+from data.fashion_mnist import load_fashion_mnist
+
+FAKE_SIZES = {"fashion-mnist": (28, 1, 10), "imagenet": (224, 3, 1000)}
+
+
+class FashionMNIST:
+    image_size, image_channels, num_classes = 28, 1, 10
+
+    def __init__(self, directory):
+        self.directory = directory
+        self._train = None
+        self._test = None
+
+    @property
+    def train_arrays(self):
+        if self._train is None:
+            self._train = load_fashion_mnist(self.directory, "train")
+        return self._train
+
+    @property
+    def test_arrays(self):
+        if self._test is None:
+            self._test = load_fashion_mnist(self.directory, "test")
+        return self._test
+
+    @property
+    def num_train(self):
+        return len(self.train_arrays[1])
+
+    def num_eval(self, limit=None):
+        n = len(self.test_arrays[1])
+        return min(n, limit) if limit else n
+
+    def train_flow(self, batch, rank, size, seed=None, workers=None):
+        images, labels = self.train_arrays
+        return fashion_train_flow(images, labels, batch, shard_index=rank, num_shards=size, seed=seed)
+
+    def eval_flow(self, batch, rank, size, limit=None):
+        images, labels = self.test_arrays
+        return fashion_eval_flow(images, labels, batch, shard_index=rank, num_shards=size, limit=limit)
+
+
+class ImageNet:
+    image_size, image_channels, num_classes = 224, 3, 1000
+
+    def __init__(self, root):
+        from data.imagenet import list_imagenet
+        self.root = root
+        self._train_list = None
+        self._val_list, self.class_names = list_imagenet(root, "val")
+        self.num_classes = max(len(self.class_names), 2) if self.class_names else 1000
+
+    @property
+    def num_train(self):
+        from data.imagenet import list_imagenet
+        if self._train_list is None:
+            self._train_list, _ = list_imagenet(self.root, "train")
+        return len(self._train_list)
+
+    def num_eval(self, limit=None):
+        n = len(self._val_list)
+        return min(n, limit) if limit else n
+
+    def train_flow(self, batch, rank, size, seed=None, workers=None):
+        from data.imagenet import imagenet_train_flow
+        return imagenet_train_flow(self.root, batch, shard_index=rank, num_shards=size,
+                                   parallel=workers or 4, image_size=self.image_size, seed=seed)
+
+    def eval_flow(self, batch, rank, size, limit=None):
+        from data.imagenet import imagenet_eval_flow
+        return imagenet_eval_flow(self.root, batch, shard_index=rank, num_shards=size,
+                                  image_size=self.image_size, limit=limit)
+
+
+class Fake:
+    """Random images of the right shapes (``--fake``): benchmarks and tests."""
+
+    def __init__(self, like):
+        self.image_size, self.image_channels, self.num_classes = FAKE_SIZES[like]
+        self.num_train = 1024
+
+    def num_eval(self, limit=None):
+        return limit or 64
+
+    def train_flow(self, batch, rank, size, seed=None, workers=None):
+        return fake_flow(batch, self.image_size, self.image_channels, self.num_classes,
+                         seed=(seed or 0) + rank, size=max(1, self.num_train // (batch * size)))
+
+    def eval_flow(self, batch, rank, size, limit=None):
+        n = self.num_eval(limit)
+        per_rank = max(1, n // (batch * size))
+        return fake_flow(batch, self.image_size, self.image_channels, self.num_classes,
+                         seed=1000 + rank, size=per_rank, fixed=True)
+
+
+def open_dataset(dataset, path, fake=False):
+    if fake:
+        return Fake(dataset)
+    if dataset == "fashion-mnist":
+        return FashionMNIST(path)
+    return ImageNet(path)

@@ -1,0 +1,187 @@
+"""Evaluation (Sec. 6): white-box attacks of several strengths in one graph, black-box
+prediction over image directories, the CAAD 2018 "all-or-nothing" criterion, and export.
+
+White-box figures are sums of per-image metrics over this rank's shard, then over all
+Horovod ranks, so a distributed run reports exactly what one process would."""
+import math
+import os
+
+import numpy as np
+import tensorflow as tf
+from tensorpack.tfutils.tower import PredictTowerContext, TowerContext
+from tqdm import tqdm
+
+from attacks import METRICS, to_model_space
+
+from . import checkpoint
+from .callbacks import binomial_ci95
+from .dist import SumAcrossRanks
+from .model import AdvModel
+
+tfv1 = tf.compat.v1
+
+
+def build_session(graph, params, path):
+    """A session of ``graph`` with ``params`` loaded strictly (all and only the graph's
+    model variables)."""
+    with graph.as_default():
+        init = checkpoint.strict_session_init(params, path, graph)
+        sess = tfv1.Session(graph=graph, config=tfv1.ConfigProto(allow_soft_placement=True))
+        sess.run(tfv1.global_variables_initializer())
+        init.init(sess)
+    return sess
+
+
+class WhiteBoxEvaluator:
+    """One graph with a tower per attacker (name -> attacker), sharing the weights."""
+
+    def __init__(self, arch, attackers, params, path="checkpoint", seed=None):
+        self.arch = arch
+        self.attackers = dict(attackers)
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            if seed is not None:
+                tfv1.set_random_seed(seed)
+            model = AdvModel(arch, eval_attackers=self.attackers)
+            s, c = arch.image_size, arch.image_channels
+            self.image = tfv1.placeholder(tf.uint8, [None, s, s, c], name="input")
+            self.label = tfv1.placeholder(tf.int32, [None], name="label")
+            self.fetches = {}
+            for name in self.attackers:
+                with PredictTowerContext(name):
+                    model.build_graph(self.image, self.label)
+                    g = tfv1.get_default_graph()
+                    self.fetches[name] = [g.get_tensor_by_name("%s/%s:0" % (name, m)) for m in METRICS]
+            self._reduce = SumAcrossRanks(len(self.attackers) * (len(METRICS) + 1), name="eval_sum")
+        self.sess = build_session(self.graph, params, path)
+
+    def run(self, flow, total_batches=None, progress=True):
+        """-> dict attacker name -> {metric: rate, num_images, <metric>_ci95}."""
+        names = list(self.attackers)
+        sums = {n: np.zeros(len(METRICS) + 1) for n in names}
+        flow.reset_state()
+        bar = tqdm(flow, total=total_batches, disable=not progress, desc="evaluating", unit="batch",
+                   dynamic_ncols=True)
+        for images, labels in bar:
+            out = self.sess.run(self.fetches, {self.image: images, self.label: labels})
+            for n in names:
+                for i, values in enumerate(out[n]):
+                    sums[n][i] += float(np.sum(values))
+                sums[n][-1] += len(labels)
+            first = names[-1]
+            bar.set_postfix({"n": int(sums[first][-1]),
+                             "top1_err[%s]" % first: "%.3f" % (sums[first][0] / max(sums[first][-1], 1))})
+        flat = np.concatenate([sums[n] for n in names])
+        flat = self._reduce(self.sess, flat).reshape(len(names), len(METRICS) + 1)
+        results = {}
+        for n, row in zip(names, flat):
+            count = int(row[-1])
+            r = {"num_images": count, "attack": self.attackers[n].describe()}
+            for i, m in enumerate(METRICS):
+                rate = row[i] / max(count, 1)
+                r[m] = rate
+                r[m + "_ci95"] = binomial_ci95(rate, count)
+            results[n] = r
+        return results
+
+
+class Predictor:
+    """Clean logits for uint8 BGR images (black-box evaluation and export)."""
+
+    def __init__(self, arch, params, path="checkpoint", input_dtype=tf.uint8):
+        self.arch = arch
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            model = AdvModel(arch)
+            s, c = arch.image_size, arch.image_channels
+            self.image = tfv1.placeholder(input_dtype, [None, s, s, c], name="input")
+            with TowerContext("", is_training=False):
+                logits = model.logits(to_model_space(self.image), training=False)
+            self.logits = tf.identity(logits, name="logits")
+            self.probabilities = tf.nn.softmax(self.logits, name="probabilities")
+            self.classes = tf.argmax(self.logits, axis=1, output_type=tf.int32, name="classes")
+        self.sess = build_session(self.graph, params, path)
+
+    def __call__(self, images):
+        return self.sess.run(self.logits, {self.image: images})
+
+    def export_frozen(self, path):
+        """A frozen GraphDef: input ``input:0`` ([N, S, S, C] BGR, 0..255, uint8 or float32),
+        outputs ``logits:0``, ``probabilities:0``, ``classes:0``."""
+        with self.graph.as_default():
+            frozen = tfv1.graph_util.convert_variables_to_constants(
+                self.sess, self.graph.as_graph_def(), ["logits", "probabilities", "classes"])
+            frozen = tfv1.graph_util.extract_sub_graph(frozen, ["logits", "probabilities", "classes"])
+        checkpoint.atomic_write(path, lambda f: f.write(frozen.SerializeToString()))
+
+    def export_savedmodel(self, directory):
+        """A SavedModel with signature ``serving_default``: {image} -> {logits, probabilities, classes}."""
+        if os.path.exists(directory):
+            raise checkpoint.CheckpointError("%s exists: SavedModel export needs a new directory" % directory)
+        with self.graph.as_default():
+            builder = tfv1.saved_model.Builder(directory)
+            sig = tfv1.saved_model.predict_signature_def(
+                inputs={"image": self.image},
+                outputs={"logits": self.logits, "probabilities": self.probabilities, "classes": self.classes})
+            builder.add_meta_graph_and_variables(self.sess, [tfv1.saved_model.tag_constants.SERVING],
+                                                 signature_def_map={"serving_default": sig})
+            builder.save()
+
+
+def all_or_nothing(true_labels, predictions_per_attacker):
+    """CAAD 2018 criterion (Sec. 6.2): "an image is considered correctly classified only if
+    the model correctly classifies all adversarial versions of this image created by all
+    attackers". ``true_labels``: filename -> label; ``predictions_per_attacker``: attacker ->
+    {filename -> predicted label}. An image missing from an attacker's predictions counts
+    as wrong. Returns dict with the all-or-nothing accuracy and per-attacker accuracies."""
+    names = sorted(true_labels)
+    per_attacker = {}
+    all_correct = np.ones(len(names), dtype=bool)
+    for attacker, preds in sorted(predictions_per_attacker.items()):
+        correct = np.array([preds.get(f) == true_labels[f] for f in names], dtype=bool)
+        per_attacker[attacker] = float(correct.mean()) if len(names) else float("nan")
+        all_correct &= correct
+    n = len(names)
+    acc = float(all_correct.mean()) if n else float("nan")
+    return {"num_images": n, "all_or_nothing_accuracy": acc,
+            "all_or_nothing_ci95": binomial_ci95(acc, n) if n else float("nan"),
+            "per_attacker_accuracy": per_attacker}
+
+
+def format_table(results, order=None):
+    """Plain-text table of white-box results (percentages)."""
+    order = order or list(results)
+    lines = ["%-12s %8s %18s %18s %18s" % ("attack", "images", "top-1 error %", "top-5 error %",
+                                           "attack success %")]
+    for name in order:
+        r = results[name]
+        cells = ["%6.2f +- %5.2f" % (100 * r[m], 100 * r[m + "_ci95"]) for m in METRICS]
+        lines.append("%-12s %8d %18s %18s %18s" % (name, r["num_images"], *cells))
+    return "\n".join(lines)
+
+
+def plot_curve(results, iters_by_name, path, title):
+    """Figure 6/7 style: accuracy (100 - top-1 error) against attack iterations."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    pts = sorted((iters_by_name[n], 100 * (1 - r["top1_error"]), 100 * r["top1_error_ci95"])
+                 for n, r in results.items() if iters_by_name.get(n, 0) > 0)
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    xs, ys, es = zip(*pts)
+    ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3)
+    ax.set_xscale("log")
+    ax.set_xlabel("attack iterations")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def ceil_div(a, b):
+    return int(math.ceil(a / float(b)))

@@ -1,0 +1,318 @@
+"""Issue 4: the attackers' invariants, on models where the right answer is known."""
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorpack.tfutils.tower import TowerContext
+
+import attacks
+from attacks import (PIXEL_SCALE, FGSMAttacker, IFGSMAttacker, MIFGSMAttacker, PGDAttacker, RestartAttacker,
+                     make_attacker, per_image_metrics, sample_targets)
+from fdenoise.model import AdvModel
+from nets import ArchSpec, DenoiseSpec
+
+tfv1 = tf.compat.v1
+K = 10
+
+
+def linear_model(x):
+    """logits_k = 10 * x_k: class k wins when pixel k is the largest; the target of any
+    targeted attack is reachable once epsilon lets pixel t exceed the others."""
+    return 10.0 * tf.reshape(x, [-1, K])
+
+
+def random_dense_model(seed=0):
+    w = np.random.RandomState(seed).randn(K, K).astype("float32")
+    return lambda x: tf.matmul(tf.reshape(x, [-1, K]), w)
+
+
+def run_attack(attacker, clean, labels, model_fn=linear_model, seed=None, runs=1):
+    g = tf.Graph()
+    with g.as_default():
+        if seed is not None:
+            tfv1.set_random_seed(seed)
+        x = tf.constant(clean)
+        y = tf.constant(labels)
+        adv, target = attacker.attack(x, y, model_fn, K)
+        logits = model_fn(adv)
+        with tfv1.Session() as sess:
+            outs = [sess.run([adv, target, logits]) for _ in range(runs)]
+    return outs if runs > 1 else outs[0]
+
+
+def random_images(n=64, seed=0):
+    rng = np.random.RandomState(seed)
+    return rng.uniform(-1, 1, size=(n, 2, 5, 1)).astype("float32"), rng.randint(0, K, n).astype("int32")
+
+
+ALL_ATTACKERS = [
+    lambda: PGDAttacker(16, 1, 10),
+    lambda: PGDAttacker(16, 1, 10, targeted=False),
+    lambda: PGDAttacker(16, 1, 10, loss="cw"),
+    lambda: PGDAttacker(16, 1, 10, targeted=False, loss="cw"),
+    lambda: PGDAttacker(40, 4, 5, prob_start_from_clean=0.5),
+    lambda: FGSMAttacker(16),
+    lambda: FGSMAttacker(16, targeted=False),
+    lambda: IFGSMAttacker(16, 2, 8),
+    lambda: MIFGSMAttacker(16, 2, 8),
+    lambda: MIFGSMAttacker(16, 2, 8, targeted=False),
+    lambda: RestartAttacker(PGDAttacker(16, 2, 4), 3),
+]
+
+
+@pytest.mark.parametrize("make", ALL_ATTACKERS)
+def test_adversarial_images_stay_in_the_ball_and_the_valid_range(make):
+    clean, labels = random_images()
+    # pixels near the range limits, so the valid-range clip matters
+    clean[:8] = np.sign(clean[:8]) * 0.99
+    adv, _, _ = run_attack(make(), clean, labels, random_dense_model())
+    eps = make().epsilon * PIXEL_SCALE
+    assert np.all(np.abs(adv - clean) <= eps + 1e-6)
+    assert adv.min() >= -1.0 - 1e-6 and adv.max() <= 1.0 + 1e-6
+    assert np.abs(adv - clean).max() > 0.5 * eps   # the attack did move
+
+
+@pytest.mark.parametrize("loss", ["xent", "cw"])
+def test_targeted_pgd_reaches_a_reachable_target(loss):
+    clean = np.zeros((40, 2, 5, 1), np.float32)          # every pixel 127.5: all classes tie
+    labels = np.arange(40, dtype=np.int32) % K
+    # epsilon 64 (0.5 in model space) lets x_t = +0.5 and all others -0.5: t is provably reachable
+    adv, target, logits = run_attack(PGDAttacker(64, 8, 20, loss=loss), clean, labels)
+    assert np.all(target != labels)
+    assert np.all(logits.argmax(1) == target)
+
+
+def test_untargeted_pgd_leaves_the_true_class():
+    clean, labels = random_images()
+    clean = np.zeros_like(clean)
+    clean.reshape(-1, K)[np.arange(len(labels)), labels] = 0.2   # true class wins by a little
+    assert np.all(linear_np(clean).argmax(1) == labels)
+    _, _, logits = run_attack(PGDAttacker(64, 8, 20, targeted=False), clean, labels)
+    assert np.all(logits.argmax(1) != labels)
+
+
+def linear_np(x):
+    return 10.0 * x.reshape(-1, K)
+
+
+@pytest.mark.parametrize("make", ALL_ATTACKERS[:1] + ALL_ATTACKERS[5:6] + ALL_ATTACKERS[8:9])
+def test_epsilon_zero_leaves_the_image_unchanged(make):
+    clean, labels = random_images()
+    a = make()
+    a.epsilon = 0.0
+    adv, _, _ = run_attack(a, clean, labels)
+    np.testing.assert_array_equal(adv, clean)
+
+
+def test_step_size_rule():
+    # Sec. 6.1: step 1, except 1.6 for 10 iterations at epsilon 16
+    assert PGDAttacker(16, 1, 10).step / PIXEL_SCALE == pytest.approx(1.6)
+    assert PGDAttacker(16, 1, 100).step / PIXEL_SCALE == pytest.approx(1.0)
+    assert PGDAttacker(16, 1, 30).step / PIXEL_SCALE == pytest.approx(1.0)
+    assert FGSMAttacker(16).step / PIXEL_SCALE == pytest.approx(16)
+
+
+def test_a_single_pgd_step_has_the_size_of_the_rule():
+    """Checks the step the loop really takes: start from clean (prob 1), one iteration."""
+    clean = np.zeros((5, 2, 5, 1), np.float32)
+    labels = np.zeros(5, np.int32)
+    adv, _, _ = run_attack(PGDAttacker(16, 3, 1, prob_start_from_clean=1.0), clean, labels)
+    # step = max(3, 16/1) = 16 pixels; every pixel moves by exactly that (sign step, inside the ball)
+    np.testing.assert_allclose(np.abs(adv - clean), 16 * PIXEL_SCALE, rtol=1e-5)
+
+
+def test_target_distribution_is_uniform_over_the_other_classes():
+    g = tf.Graph()
+    with g.as_default():
+        label = tf.constant(np.repeat(np.arange(K, dtype=np.int32), 400))
+        target = sample_targets(label, K)
+        with tfv1.Session() as sess:
+            t = sess.run(target)
+    labels = np.repeat(np.arange(K), 400)
+    assert np.all(t != labels)
+    counts = np.zeros((K, K))
+    np.add.at(counts, (labels, t), 1)
+    expected = 400 / (K - 1)
+    off_diag = counts[~np.eye(K, dtype=bool)]
+    assert off_diag.min() > 0                      # every other class is reachable
+    chi2 = ((off_diag - expected) ** 2 / expected).sum()
+    assert chi2 < 150, chi2                         # dof = 90; p(chi2 > 150) ~ 1e-4
+
+
+def test_start_from_clean_split():
+    """Sec. 5: 20% of batches start PGD at the clean image, 80% at a random point."""
+    attacker = PGDAttacker(16, 1, 30, prob_start_from_clean=0.2)
+    g = tf.Graph()
+    with g.as_default():
+        x = tf.zeros([4, 2, 5, 1])
+        start = attacker.random_start(x)
+        from_clean = tf.reduce_all(tf.equal(start, x))
+        with tfv1.Session() as sess:
+            draws = np.array([sess.run(from_clean) for _ in range(2000)])
+    rate = draws.mean()
+    assert abs(rate - 0.2) < 0.04, rate   # 4.5 sigma of a binomial(2000, 0.2)
+    # the random starts fill the ball
+    with g.as_default(), tfv1.Session() as sess:
+        s = np.concatenate([sess.run(start).ravel() for _ in range(50)])
+    s = s[s != 0]
+    assert s.min() < -0.9 * attacker.eps and s.max() > 0.9 * attacker.eps
+
+
+def test_fixed_seed_gives_the_same_adversarial_images():
+    clean, labels = random_images()
+    a1, t1, _ = run_attack(PGDAttacker(16, 1, 5, seed=7), clean, labels, random_dense_model(), seed=3)
+    a2, t2, _ = run_attack(PGDAttacker(16, 1, 5, seed=7), clean, labels, random_dense_model(), seed=3)
+    np.testing.assert_array_equal(a1, a2)
+    np.testing.assert_array_equal(t1, t2)
+    a3, _, _ = run_attack(PGDAttacker(16, 1, 5, seed=8), clean, labels, random_dense_model(), seed=3)
+    assert not np.array_equal(a1, a3)
+
+
+def test_momentum_attacker_follows_the_accumulated_gradient():
+    clean = np.zeros((3, 2, 5, 1), np.float32)
+    labels = np.zeros(3, np.int32)
+    # iterations of size max(8, 64/16) = 8: on the linear model the gradient keeps its sign,
+    # so the accumulated momentum does too and after k steps every pixel has moved 8k
+    for k in (1, 3):
+        adv, target, _ = run_attack(MIFGSMAttacker(64, 8, 16, decay=1.0).__class__(8 * k, 8, k), clean, labels)
+        np.testing.assert_allclose(np.abs(adv - clean), 8 * k * PIXEL_SCALE, rtol=1e-5)
+
+
+def test_restarts_keep_the_most_successful_start():
+    """With 1-iteration PGD a single random start often fails; keeping the best of many
+    starts can only raise the success rate on the same images."""
+    clean, labels = random_images(n=200, seed=1)
+    model = random_dense_model(3)
+    single = [run_attack(PGDAttacker(48, 2, 1, seed=s), clean, labels, model, seed=s) for s in range(3)]
+    rate_single = np.mean([np.mean(lg.argmax(1) == t) for _, t, lg in single])
+    adv, t, lg = run_attack(RestartAttacker(PGDAttacker(48, 2, 1, seed=0), 8), clean, labels, model, seed=0)
+    rate_restart = np.mean(lg.argmax(1) == t)
+    assert rate_restart > rate_single + 0.02, (rate_single, rate_restart)
+
+
+def test_bad_attack_settings_are_refused():
+    with pytest.raises(attacks.AttackError, match="epsilon"):
+        make_attacker("pgd", 10, epsilon=-1)
+    with pytest.raises(attacks.AttackError, match="iterations"):
+        make_attacker("pgd", -3)
+    with pytest.raises(attacks.AttackError, match="larger than epsilon"):
+        make_attacker("pgd", 10, epsilon=4, step_size=8)
+    with pytest.raises(attacks.AttackError, match="valid: pgd"):
+        make_attacker("cw2", 10)
+
+
+def test_per_image_metrics():
+    logits = np.array([[5, 4, 3, 2, 1, 0, -1], [0, 1, 2, 3, 4, 5, 6], [0, 9, 1, 2, 3, 4, 5]], np.float32)
+    label = np.array([0, 0, 2], np.int32)
+    target = np.array([1, 6, 1], np.int32)
+    with tf.Graph().as_default(), tfv1.Session() as sess:
+        m = sess.run(per_image_metrics(tf.constant(logits), tf.constant(label), tf.constant(target)))
+        mu = sess.run(per_image_metrics(tf.constant(logits), tf.constant(label), tf.constant(label), False))
+    np.testing.assert_array_equal(m["top1_error"], [0, 1, 1])
+    np.testing.assert_array_equal(m["top5_error"], [0, 1, 1])   # label 2 is 6th of row 3
+    np.testing.assert_array_equal(m["attack_success"], [0, 1, 1])
+    np.testing.assert_array_equal(mu["attack_success"], [0, 1, 1])
+
+
+# --------------------------------------------------------------------- on real networks
+SMALL = dict(family="small", depth=14, width=4, num_classes=K, image_size=12, image_channels=1)
+
+
+def _build_training_tower(spec, attacker):
+    model = AdvModel(spec, train_attacker=attacker)
+    image = tfv1.placeholder(tf.uint8, [None, 12, 12, 1])
+    label = tfv1.placeholder(tf.int32, [None])
+    with TowerContext("", is_training=True):
+        cost = model.build_graph(image, label)
+    return image, label, cost
+
+
+def _randomise(sess, rng):
+    """Keep the He-initialised convs; give BN and the classifier non-trivial values (the
+    zero-initialised gammas would otherwise cut every residual branch)."""
+    for v in tfv1.global_variables():
+        shape = v.shape.as_list()
+        if v.op.name.endswith("gamma"):
+            v.load(rng.uniform(0.5, 1.5, shape).astype("float32"), sess)
+        elif v.op.name.endswith("beta"):
+            v.load((rng.randn(*shape) * 0.1).astype("float32"), sess)
+        elif v.op.name == "linear/W":
+            v.load((rng.randn(*shape) * 0.3).astype("float32"), sess)
+
+
+def test_attack_changes_no_variable_and_no_bn_statistic():
+    spec = ArchSpec(denoise=DenoiseSpec("nonlocal"), **SMALL)
+    g = tf.Graph()
+    with g.as_default():
+        image, label, _ = _build_training_tower(spec, PGDAttacker(16, 2, 5))
+        adv = g.get_tensor_by_name("adv_image:0")
+        variables = tfv1.global_variables()
+        with tfv1.Session() as sess:
+            sess.run(tfv1.global_variables_initializer())
+            _randomise(sess, np.random.RandomState(0))
+            before = sess.run(variables)
+            feed = {image: np.random.RandomState(1).randint(0, 256, (8, 12, 12, 1)), label: np.arange(8) % K}
+            a = sess.run(adv, feed)
+            after = sess.run(variables)
+    assert np.abs(a - (feed[image] * PIXEL_SCALE - 1)).max() > 0
+    assert any("mean/EMA" in v.op.name for v in variables)
+    for v, x, y in zip(variables, before, after):
+        np.testing.assert_array_equal(x, y, err_msg=v.op.name)
+
+
+def test_training_loss_sees_adversarial_images_only():
+    """Sec. 5: "Our SGD update is based exclusively on adversarial images". Given the
+    adversarial batch, the loss must not depend on the clean images at all."""
+    spec = ArchSpec(**SMALL)
+    g = tf.Graph()
+    with g.as_default():
+        image, label, _ = _build_training_tower(spec, PGDAttacker(16, 2, 3))
+        adv = g.get_tensor_by_name("adv_image:0")
+        loss = g.get_tensor_by_name("xentropy_loss:0")
+        with tfv1.Session() as sess:
+            sess.run(tfv1.global_variables_initializer())
+            _randomise(sess, np.random.RandomState(0))
+            rng = np.random.RandomState(2)
+            feed = {image: rng.randint(0, 256, (8, 12, 12, 1)), label: np.arange(8) % K}
+            a, l_adv = sess.run([adv, loss], feed)
+            l_same = sess.run(loss, {adv: a, image: feed[image], label: feed[label]})
+            l_other_clean = sess.run(loss, {adv: a, image: np.zeros_like(feed[image]), label: feed[label]})
+            l_clean = sess.run(loss, {adv: feed[image] * PIXEL_SCALE - 1, image: feed[image], label: feed[label]})
+    assert l_same == pytest.approx(l_adv, rel=1e-6)
+    assert l_other_clean == pytest.approx(l_adv, rel=1e-6)
+    assert abs(l_clean - l_adv) > 1e-4        # the adversarial batch really is a different batch
+
+
+@pytest.mark.parametrize("op", ["nonlocal", "nonlocal-dot", "bilateral", "bilateral-dot", "mean", "median",
+                                "null"])
+def test_pgd_backpropagates_through_every_denoising_op(op):
+    """Without the residual connection every path from image to logits crosses the op,
+    so PGD can only change predictions through its gradient."""
+    spec = ArchSpec(denoise=DenoiseSpec(op, residual=False), **SMALL)
+    g = tf.Graph()
+    with g.as_default():
+        model = AdvModel(spec)
+        image = tfv1.placeholder(tf.float32, [None, 12, 12, 1])
+        label = tfv1.placeholder(tf.int32, [None])
+        with TowerContext("", is_training=False):
+            fn = lambda x: model.logits(x, training=False)  # noqa: E731
+            clean_logits = fn(image)
+            grad = tf.gradients(tf.reduce_sum(clean_logits[:, 0]), image)[0]
+            adv, _ = PGDAttacker(32, 4, 10, targeted=False).attack(image, label, fn, K)
+            adv_logits = fn(adv)
+        with tfv1.Session() as sess:
+            sess.run(tfv1.global_variables_initializer())
+            _randomise(sess, np.random.RandomState(0))
+            x = np.random.RandomState(3).uniform(-0.5, 0.5, (16, 12, 12, 1)).astype("float32")
+            c = sess.run(clean_logits, {image: x})
+            gr, a = sess.run([grad, adv_logits], {image: x, label: c.argmax(1).astype("int32")})
+    assert np.abs(gr).max() > 0
+
+    def margin(logits, cls):
+        own = logits[np.arange(len(cls)), cls]
+        other = np.where(np.eye(K, dtype=bool)[cls], -np.inf, logits).max(1)
+        return own - other
+
+    pred = c.argmax(1)
+    # the attack moved every image towards misclassification, by a clear amount
+    assert np.all(margin(a, pred) < margin(c, pred) - 1e-3)
+    assert np.mean(margin(a, pred) / margin(c, pred)) < 0.9
