@@ -61,7 +61,9 @@ def backbone_logits(image, spec):
 
     with argscope([Conv2D, MaxPooling, GlobalAvgPooling, BatchNorm], data_format=df), \
             argscope(Conv2D, use_bias=False,
-                     kernel_initializer=tf.keras.initializers.VarianceScaling(
+                     # He init, fan-out (Goyal et al.); the TF1 initializer honours the graph
+                     # seed, so seeded runs are reproducible.
+                     kernel_initializer=tf.compat.v1.variance_scaling_initializer(
                          scale=2.0, mode="fan_out", distribution="untruncated_normal")):
         if spec.family == "small":
             # 28x28 / 32x32 inputs: a 3x3 stem and no max-pool, so res2 works at full size.
@@ -87,5 +89,5 @@ def backbone_logits(image, spec):
         x = GlobalAvgPooling("gap", x)
         # The FC layer initialised from N(0, 0.01) (Goyal et al. Sec. 5.1).
         logits = FullyConnected("linear", x, spec.num_classes,
-                                kernel_initializer=tf.random_normal_initializer(stddev=0.01))
+                                kernel_initializer=tf.compat.v1.random_normal_initializer(stddev=0.01))
     return logits

@@ -19,6 +19,7 @@ the two layouts never pool tensors of the same dimensions.
 """
 import functools
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -74,33 +75,66 @@ def needs_nchw_kernels(item):
     return getattr(getattr(item, "function", None), "needs_nchw_kernels", False)
 
 
-_CHILD_OUTCOMES = {}
+_CHILDREN = {}   # test module path -> {proc, tmp, ids, outcomes}
 
 
-def _child_outcomes(session):
-    """{node id: None if passed, else the failure text} for every collected test that needs
-    NCHW kernels, all run in one child pytest with oneDNN on."""
-    if not _CHILD_OUTCOMES:
-        ids = [item.nodeid for item in session.items if needs_nchw_kernels(item)]
-        env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="1", **{CHILD_FLAG: "1"})
-        with tempfile.TemporaryDirectory() as tmp:
-            report = os.path.join(tmp, "child.xml")
-            proc = subprocess.run(
-                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                 "-o", "junit_family=xunit1", "--junitxml", report] + ids,
-                cwd=str(session.config.rootpath), env=env, capture_output=True, text=True,
-                timeout=900)
-            if os.path.exists(report):
-                for case in ElementTree.parse(report).iter("testcase"):
-                    # xunit1: file="tests/test_x.py", name="test_y[params]"
-                    nodeid = "%s::%s" % (case.get("file"), case.get("name"))
-                    problems = [c for c in case if c.tag in ("failure", "error", "skipped")]
-                    _CHILD_OUTCOMES[nodeid] = None if not problems else "%s: %s" % (
-                        problems[0].tag, problems[0].text or problems[0].get("message"))
-        if not _CHILD_OUTCOMES:
-            _CHILD_OUTCOMES.update({nodeid: "the child pytest reported nothing:\n%s\n%s" % (
-                proc.stdout[-3000:], proc.stderr[-3000:]) for nodeid in ids})
-    return _CHILD_OUTCOMES
+def _start_child(request):
+    """Starts, once per test module, the child pytest that runs the module's tests needing
+    NCHW kernels (if this process lacks them). It works while this process goes on with the
+    module's other tests, which is why those needing it come last."""
+    path = str(request.node.fspath)
+    if path in _CHILDREN or os.environ.get(CHILD_FLAG) or nchw_kernels_in_process():
+        return
+    ids = [item.nodeid for item in request.session.items
+           if str(item.fspath) == path and needs_nchw_kernels(item)]
+    if not ids:
+        return
+    tmp = tempfile.mkdtemp(prefix="nchw-child-")
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="1", **{CHILD_FLAG: "1"})
+    with open(os.path.join(tmp, "out.txt"), "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+             "-o", "junit_family=xunit1", "--junitxml", os.path.join(tmp, "report.xml")] + ids,
+            cwd=str(request.config.rootpath), env=env, stdout=out, stderr=subprocess.STDOUT)
+    child = _CHILDREN[path] = dict(proc=proc, tmp=tmp, ids=ids)
+    request.config.add_cleanup(lambda: _stop_child(child))
+
+
+def _stop_child(child):
+    if child["proc"].poll() is None:
+        child["proc"].kill()
+        child["proc"].wait()
+    shutil.rmtree(child["tmp"], ignore_errors=True)
+
+
+def _child_outcomes(request):
+    """{node id: None if passed, else the failure text}, from the module's child pytest."""
+    _start_child(request)
+    child = _CHILDREN[str(request.node.fspath)]
+    if "outcomes" not in child:
+        child["proc"].wait(timeout=900)
+        outcomes = {}
+        report = os.path.join(child["tmp"], "report.xml")
+        if os.path.exists(report):
+            for case in ElementTree.parse(report).iter("testcase"):
+                # xunit1: file="tests/test_x.py", name="test_y[params]"
+                nodeid = "%s::%s" % (case.get("file"), case.get("name"))
+                problems = [c for c in case if c.tag in ("failure", "error", "skipped")]
+                outcomes[nodeid] = None if not problems else "%s: %s" % (
+                    problems[0].tag, problems[0].text or problems[0].get("message"))
+        if not outcomes:
+            with open(os.path.join(child["tmp"], "out.txt")) as f:
+                output = f.read()[-5000:]
+            outcomes = {nodeid: "the child pytest reported nothing:\n" + output
+                        for nodeid in child["ids"]}
+        child["outcomes"] = outcomes
+    return child["outcomes"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def nchw_child_starts_early(request):
+    """Starts the module's child pytest (when one is needed) with its first test."""
+    _start_child(request)
 
 
 def ran_in_child(request):
@@ -110,7 +144,7 @@ def ran_in_child(request):
         return False
     if os.environ.get(CHILD_FLAG):
         pytest.fail("NCHW Conv2D/MaxPool do not run on this CPU even with TF_ENABLE_ONEDNN_OPTS=1")
-    outcome = _child_outcomes(request.session).get(request.node.nodeid, "not run in the child")
+    outcome = _child_outcomes(request).get(request.node.nodeid, "not run in the child")
     if outcome is not None:
         pytest.fail("in the child process with TF_ENABLE_ONEDNN_OPTS=1: %s" % outcome,
                     pytrace=False)
@@ -221,8 +255,8 @@ def _matmul_shapes(graph):
     return [op.outputs[0].shape.as_list() for op in graph.get_operations() if "MatMul" in op.type]
 
 
-@pytest.mark.parametrize("data_format", LAYOUTS)
 @pytest.mark.parametrize("op,spec,shape,order,softmaxes", FORWARD_CASES)
+@pytest.mark.parametrize("data_format", LAYOUTS)   # NHWC tests first, NCHW ones last
 def test_op_matches_reference(op, spec, shape, order, softmaxes, data_format, request):
     if data_format == "NCHW" and ran_in_child(request):
         return
@@ -305,8 +339,8 @@ def central_differences(fn, value, eps):
     return grad
 
 
-@pytest.mark.parametrize("data_format", LAYOUTS)
 @pytest.mark.parametrize("op,kw", GRAD_CASES)
+@pytest.mark.parametrize("data_format", LAYOUTS)
 def test_op_gradient(op, kw, data_format, request):
     """d(sum(y * r))/dx and d/dW (embeddings) of the op vs. central differences of its
     equation (the numpy reference) in float64. The graph is float64 too, except where an

@@ -4,6 +4,7 @@ architecture specs' error messages and the original release's aliases.
 
 Only small-image nets are run; ImageNet nets are built (graph construction), never run.
 """
+import functools
 import json
 import re
 from pathlib import Path
@@ -18,8 +19,9 @@ from nets import ArchSpec, DenoiseSpec, SpecError, backbone_logits, parse_arch
 from nets.denoise_block import denoising_block
 from nets.denoise_ops import BLOCK_OPS
 from nets.spec import ARCH_CHOICES, FAMILIES
-# the NCHW-on-CPU plumbing (see that module's docstring)
+# the NCHW-on-CPU plumbing (see that module's docstring); the fixture is autouse
 from test_denoise_ops import NCHW_EXTRA_BATCH, make_session, ran_in_child
+from test_denoise_ops import nchw_child_starts_early  # noqa: F401
 
 tfv1 = tf.compat.v1
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference" / "checkpoint-variables"
@@ -35,6 +37,12 @@ def build_logits(spec, batch=None):
             tf.float32, [batch, spec.image_size, spec.image_size, spec.image_channels], name="image")
         logits = backbone_logits(image, spec)
     return graph, image, logits
+
+
+@functools.lru_cache(maxsize=None)
+def built_graph(spec):
+    """build_logits(spec)'s graph, shared by the tests that only inspect it."""
+    return build_logits(spec)[0]
 
 
 def variables_of(graph):
@@ -87,7 +95,14 @@ def test_variables_match_released_checkpoint(name):
 
 
 # ----------------------------------------------------------------------------------------
-# NCHW = NHWC on a small net
+# random weights
+def assign(sess, variables, values):
+    """Sets every variable to values[name] in one run (feeding the initializers' values, as
+    Variable.load does one at a time)."""
+    sess.run([v.initializer for v in variables],
+             {v.initializer.inputs[1]: values[v.op.name] for v in variables})
+
+
 def randomise(sess, variables, seed):
     """Random values for every variable (BN gammas of residual branches start at 0, which
     would hide the branches), positive for the variances; returns {name: value}."""
@@ -103,54 +118,15 @@ def randomise(sess, variables, seed):
             value = rng.normal(0.0, 0.2, shape)
         else:   # conv and FC kernels: fan-in scaling keeps activations O(1)
             value = rng.normal(0.0, 1.0 / np.sqrt(np.prod(shape[:-1])), shape)
-        value = value.astype(v.dtype.as_numpy_dtype)
-        v.load(value, sess)
-        values[name] = value
+        values[name] = value.astype(v.dtype.as_numpy_dtype)
+    assign(sess, variables, values)
     return values
-
-
-# every op after each stage, and one after every block with sub-sampling
-LAYOUT_CASES = ([pytest.param(DenoiseSpec(op), id=op) for op in sorted(BLOCK_OPS)]
-                + [pytest.param(DenoiseSpec("nonlocal", at="all", subsample=True),
-                                id="nonlocal-all-subsample")])
-
-
-@pytest.mark.parametrize("denoise", LAYOUT_CASES)
-def test_nchw_matches_nhwc(denoise, request):
-    if ran_in_child(request):
-        return
-    # NCHW_EXTRA_BATCH more images for NCHW: see test_denoise_ops's docstring (oneDNN)
-    images = np.random.RandomState(1).uniform(-1, 1, [2 + NCHW_EXTRA_BATCH, 28, 28, 1])
-    images = images.astype(np.float32)
-    spec = SMALL.replace(denoise=denoise).validate()
-
-    graph, image, logits = build_logits(spec)
-    with make_session(graph) as sess:
-        sess.run(tfv1.variables_initializer(variables_of(graph)))
-        values = randomise(sess, variables_of(graph), seed=2)
-        nhwc = sess.run(logits, {image: images[:2]})
-
-    graph, image, logits = build_logits(spec.replace(data_format="NCHW"))
-    nchw_vars = variables_of(graph)
-    assert {v.op.name: v.shape.as_list() for v in nchw_vars} == \
-        {n: list(a.shape) for n, a in values.items()}
-    with make_session(graph) as sess:
-        for v in nchw_vars:
-            v.load(values[v.op.name], sess)
-        nchw = sess.run(logits, {image: images})[:2]
-
-    assert nhwc.shape == (2, 10)
-    assert np.abs(nhwc[0] - nhwc[1]).max() > 1e-2, "logits do not depend on the image"
-    np.testing.assert_allclose(nchw, nhwc, rtol=1e-4, atol=1e-4)
-
-
-test_nchw_matches_nhwc.needs_nchw_kernels = True
 
 
 # ----------------------------------------------------------------------------------------
 # Sec. 6.1: extra parameters of the denoising variants
 def count_parameters(spec):
-    graph, _, _ = build_logits(spec)
+    graph = built_graph(spec)
     with graph.as_default():
         trainable = {v.op.name for v in tfv1.trainable_variables()}
         variables = tfv1.global_variables()
@@ -179,7 +155,7 @@ def test_parameter_counts_of_denoising_variants():
 # ----------------------------------------------------------------------------------------
 # Table 1's switches: the 1x1 conv and the residual connection
 def denoise_variables(spec):
-    graph, _, _ = build_logits(spec)
+    graph = built_graph(spec)
     names = [v.op.name for v in variables_of(graph)]
     pattern = r"^group\d_denoise/" if spec.denoise.at == "groups" else r"^group\d/block\d+/non_local/"
     return graph, [n for n in names if re.match(pattern, n)]
@@ -223,7 +199,6 @@ def test_denoising_block_output(use_1x1, residual):
         out = denoising_block("blk", inp, spec, "NHWC")
         variables = tfv1.global_variables()
     with make_session(graph) as sess:
-        sess.run(tfv1.variables_initializer(variables))
         values = randomise(sess, variables, seed=6)
         y = sess.run(out, {inp: x})
     assert sorted(values) == (sorted("blk/conv/" + n for n in (
@@ -292,3 +267,42 @@ def test_original_release_aliases():
     assert parse_arch("R152") == ("resnet", 152, (None, "groups"))
     with pytest.raises(SpecError):
         parse_arch("ResNetDenoise")        # the original's names need -d
+
+
+# ----------------------------------------------------------------------------------------
+# NCHW = NHWC on a small net (last: these may wait for the child process, see
+# test_denoise_ops)
+# every op after each stage, and one after every block with sub-sampling
+LAYOUT_CASES = ([pytest.param(DenoiseSpec(op), id=op) for op in sorted(BLOCK_OPS)]
+                + [pytest.param(DenoiseSpec("nonlocal", at="all", subsample=True),
+                                id="nonlocal-all-subsample")])
+
+
+@pytest.mark.parametrize("denoise", LAYOUT_CASES)
+def test_nchw_matches_nhwc(denoise, request):
+    if ran_in_child(request):
+        return
+    # NCHW_EXTRA_BATCH more images for NCHW: see test_denoise_ops's docstring (oneDNN)
+    images = np.random.RandomState(1).uniform(-1, 1, [2 + NCHW_EXTRA_BATCH, 28, 28, 1])
+    images = images.astype(np.float32)
+    spec = SMALL.replace(denoise=denoise).validate()
+
+    graph, image, logits = build_logits(spec)
+    with make_session(graph) as sess:
+        values = randomise(sess, variables_of(graph), seed=2)
+        nhwc = sess.run(logits, {image: images[:2]})
+
+    graph, image, logits = build_logits(spec.replace(data_format="NCHW"))
+    nchw_vars = variables_of(graph)
+    assert {v.op.name: v.shape.as_list() for v in nchw_vars} == \
+        {n: list(a.shape) for n, a in values.items()}
+    with make_session(graph) as sess:
+        assign(sess, nchw_vars, values)
+        nchw = sess.run(logits, {image: images})[:2]
+
+    assert nhwc.shape == (2, 10)
+    assert np.abs(nhwc[0] - nhwc[1]).max() > 1e-2, "logits do not depend on the image"
+    np.testing.assert_allclose(nchw, nhwc, rtol=1e-4, atol=1e-4)
+
+
+test_nchw_matches_nhwc.needs_nchw_kernels = True
