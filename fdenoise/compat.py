@@ -4,6 +4,7 @@ Applied once, when the project is imported (``import fdenoise`` does it; so do `
 ``attacks`` and ``data``). Each workaround names the failure it prevents, and each has a
 test in ``tests/test_compat.py`` that fails without it.
 
+(4. below: oneDNN CPU kernels, set before TensorFlow is imported.)
 1. Graph mode. tensorpack builds TF1-style graphs; it turns eager execution off only inside
    ``launch_train_with_config``. Evaluation, export and the tests build graphs outside a
    trainer, so eager execution is turned off at import for all of them alike.
@@ -17,6 +18,13 @@ import types
 
 # TensorFlow's C++ start-up chatter hides our own messages; users can still override it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# 4. oneDNN kernels on every CPU. TensorFlow 2.15 turns them on only on AVX-512-class CPUs;
+#    without them the NCHW Conv2D/MaxPool kernels do not exist on the CPU at all, and the
+#    small nets' training step measured 2x slower (bench/). Read once, when TensorFlow is
+#    first imported, hence before the import below; a user's own setting wins. Known issue
+#    (TF 2.15.1): after an NCHW max-pool, an NHWC max-pool of the same shape in the same
+#    process can return wrong values; use one layout per process (train.py/eval.py do).
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import tensorflow as tf  # noqa: E402
 

@@ -87,13 +87,13 @@ def _query_key_value(x, spec, data_format, embed):
 
 def _gaussian_weights(q, k, data_format):
     """softmax_j(theta(x_i)^T phi(x_j) / sqrt(d)): f / C(x) of the Gaussian version."""
+    # the 1/sqrt(d) scale is applied to q (N x d), not to the N x M logits: cheaper
     if data_format == "NCHW":        # q [B, d, N], k [B, d, M]
         d = q.shape.as_list()[1]
-        logits = tf.matmul(q, k, transpose_a=True)
+        logits = tf.matmul(q * (1.0 / math.sqrt(d)), k, transpose_a=True)
     else:                            # q [B, N, d], k [B, M, d]
         d = q.shape.as_list()[2]
-        logits = tf.matmul(q, k, transpose_b=True)
-    logits = logits * (1.0 / math.sqrt(d))
+        logits = tf.matmul(q * (1.0 / math.sqrt(d)), k, transpose_b=True)
     return tf.nn.softmax(logits, axis=-1)       # [B, N, M]
 
 
@@ -165,17 +165,17 @@ def nonlocal_dot(x, spec, data_format):
 def _shifted_windows(x, kernel_size, data_format, mode="CONSTANT"):
     """The k*k shifted copies of x, one per offset of a k x k window centred on each pixel.
 
-    Returns a list of tensors shaped like x (zero or symmetric padding at the borders)."""
+    Returns a list of tensors shaped like x (zero or symmetric padding at the borders).
+    ``tf.slice`` rather than Python slicing: the gradient of a strided slice is ~10x
+    slower on CPUs than that of a plain slice (a pad)."""
     r = kernel_size // 2
     h, w, _ = _static_hwc(x, data_format)
     if data_format == "NCHW":
-        pad = [[0, 0], [0, 0], [r, r], [r, r]]
-        padded = tf.pad(x, pad, mode=mode)
-        return [padded[:, :, dy:dy + h, dx:dx + w]
+        padded = tf.pad(x, [[0, 0], [0, 0], [r, r], [r, r]], mode=mode)
+        return [tf.slice(padded, [0, 0, dy, dx], [-1, -1, h, w])
                 for dy in range(kernel_size) for dx in range(kernel_size)]
-    pad = [[0, 0], [r, r], [r, r], [0, 0]]
-    padded = tf.pad(x, pad, mode=mode)
-    return [padded[:, dy:dy + h, dx:dx + w, :]
+    padded = tf.pad(x, [[0, 0], [r, r], [r, r], [0, 0]], mode=mode)
+    return [tf.slice(padded, [0, dy, dx, 0], [-1, h, w, -1])
             for dy in range(kernel_size) for dx in range(kernel_size)]
 
 
@@ -188,24 +188,42 @@ def _valid_masks(x, kernel_size, data_format):
 
 @register("mean")
 def mean_filter(x, spec, data_format):
-    """k x k mean filter: average pooling with stride 1, same size; the average is over the
-    neighbours inside the map, as TensorFlow's SAME average pooling does (Sec. 4.2).
-    Written with shifted windows so that it also runs in NCHW on CPUs."""
-    windows = _shifted_windows(x, spec.kernel_size, data_format)
-    counts = tf.add_n(_valid_masks(x, spec.kernel_size, data_format))
-    return tf.add_n(windows) / counts
+    """k x k mean filter: "average pooling with a stride of 1" (Sec. 4.2), same size; at the
+    borders the average is over the neighbours inside the map (TensorFlow's SAME pooling).
+    TensorFlow has no NCHW average pooling on CPUs, so NCHW pools in NHWC in between."""
+    k = spec.kernel_size
+    if data_format == "NCHW":
+        y = tf.nn.avg_pool2d(tf.transpose(x, [0, 2, 3, 1]), k, 1, "SAME")
+        return tf.transpose(y, [0, 3, 1, 2])
+    return tf.nn.avg_pool2d(x, k, 1, "SAME")
+
+
+# Paeth's median-of-9 exchange network (Graphics Gems, "Median finding on a 3x3 grid"):
+# 19 compare-exchanges after which element 4 is the median.
+_MEDIAN9_NETWORK = ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8),
+                    (0, 3), (5, 8), (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2))
+
+
+def _median_of_9(values):
+    v = list(values)
+    for a, b in _MEDIAN9_NETWORK:
+        v[a], v[b] = tf.minimum(v[a], v[b]), tf.maximum(v[a], v[b])
+    return v[4]
 
 
 @register("median")
 def median_filter(x, spec, data_format):
     """Eq. (3): y_i = median{x_j : j in Omega(i)}, per channel, over a k x k window of the
     symmetrically padded map (so every window holds k*k values and the median is one of
-    them). The gradient flows to the selected element (top_k's gradient)."""
+    them). The gradient flows to the selected element: for 3x3 through an exchange network
+    of element-wise min/max (fast on every device), otherwise through top_k."""
     if spec.kernel_size == 1:
         return tf.identity(x)
-    windows = tf.stack(_shifted_windows(x, spec.kernel_size, data_format, mode="SYMMETRIC"), axis=-1)
+    windows = _shifted_windows(x, spec.kernel_size, data_format, mode="SYMMETRIC")
+    if spec.kernel_size == 3:
+        return _median_of_9(windows)
     k2 = spec.kernel_size ** 2
-    top = tf.math.top_k(windows, k=k2 // 2 + 1, sorted=True).values
+    top = tf.math.top_k(tf.stack(windows, axis=-1), k=k2 // 2 + 1, sorted=True).values
     return top[..., -1]
 
 

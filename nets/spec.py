@@ -96,12 +96,9 @@ class ArchSpec:
     def validate(self):
         if self.family not in FAMILIES:
             raise SpecError("unknown architecture family %r; valid: %s" % (self.family, ", ".join(FAMILIES)))
-        valid_depths = SMALL_DEPTHS if self.family == "small" else IMAGENET_DEPTHS
-        if self.family == "resnext":
-            valid_depths = {50: None, 101: None}
-        if self.depth not in valid_depths:
+        if self.depth not in valid_depths(self.family):
             raise SpecError("depth %r is not available for %s; valid: %s" % (
-                self.depth, self.family, ", ".join(str(d) for d in sorted(valid_depths))))
+                self.depth, self.family, ", ".join(map(str, valid_depths(self.family)))))
         if self.data_format not in ("NHWC", "NCHW"):
             raise SpecError("data format %r; valid: NHWC, NCHW" % self.data_format)
         if self.num_classes < 2:
@@ -140,6 +137,20 @@ class ArchSpec:
         return dataclasses.replace(self, **kw)
 
 
+def valid_depths(family):
+    if family == "small":
+        return sorted(SMALL_DEPTHS)
+    if family == "resnext":
+        return [50, 101]
+    return sorted(IMAGENET_DEPTHS)
+
+
+def _check_depth(family, depth):
+    if depth not in valid_depths(family):
+        raise SpecError("depth %d is not available for %s; valid: %s (architectures: %s)" % (
+            depth, family, ", ".join(map(str, valid_depths(family))), ", ".join(ARCH_CHOICES)))
+
+
 def parse_arch(arch, depth=None):
     """'R152' / 'X101' / 'S14', or the original's 'ResNet' + depth. -> (family, depth, implied op, at)."""
     implied = (None, "groups")
@@ -151,12 +162,14 @@ def parse_arch(arch, depth=None):
             implied = ("nonlocal", "groups")
         elif arch == "ResNeXtDenoiseAll":
             implied = ("nonlocal-dot", "all")
+        _check_depth(family, int(depth))
         return family, int(depth), implied
     prefixes = {"R": "resnet", "X": "resnext", "S": "small"}
     if len(arch) >= 2 and arch[0] in prefixes and arch[1:].isdigit():
         d = int(arch[1:])
         if depth is not None and int(depth) != d:
             raise SpecError("--arch %s and --depth %s disagree" % (arch, depth))
+        _check_depth(prefixes[arch[0]], d)
         return prefixes[arch[0]], d, implied
     raise SpecError("unknown architecture %r; valid: %s, or the original's %s with -d" % (
         arch, ", ".join(ARCH_CHOICES), "|".join(ORIGINAL_ARCH_ALIASES)))

@@ -60,3 +60,45 @@ def test_single_process_horovod_trainer_runs():
     """
     out = _python(code)
     assert "TRAINED_OK" in out.stdout, out.stdout[-3000:]
+
+
+def test_nchw_conv_and_max_pool_run_in_process():
+    """4. oneDNN: NCHW Conv2D (forward and gradient) and MaxPool (gradient) run in this
+    pytest process. TensorFlow's default CPU kernels are NHWC-only, and oneDNN, which has
+    NCHW ones, is on by default only on AVX-512-class CPUs; conftest.py imports
+    fdenoise.compat, which turns it on before TensorFlow is loaded. (5 channels: no NHWC
+    max-pool elsewhere in the suite has these dimensions; see tests/test_denoise_ops.py.)"""
+    import numpy as np
+    import tensorflow as tf
+
+    tfv1 = tf.compat.v1
+    rng = np.random.RandomState(0)
+    x_val = rng.randn(1, 3, 6, 6).astype(np.float32)      # NCHW
+    w_val = rng.randn(1, 1, 3, 5).astype(np.float32)      # 1x1 conv, 3 -> 5 channels
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tfv1.placeholder(tf.float32, x_val.shape)
+        w = tfv1.placeholder(tf.float32, w_val.shape)
+        conv = tf.nn.conv2d(x, w, 1, "SAME", data_format="NCHW")
+        pooled = tf.nn.max_pool2d(conv, 2, 2, "SAME", data_format="NCHW")
+        conv_grads = tf.gradients(tf.reduce_sum(conv * conv), [x, w])
+        pool_grad, = tf.gradients(tf.reduce_sum(pooled), [conv])
+    with tfv1.Session(graph=graph) as sess:
+        y, pooled_val, (gx, gw), gpool = sess.run(
+            [conv, pooled, conv_grads, pool_grad], {x: x_val, w: w_val})
+
+    expected = np.einsum("nchw,cd->ndhw", x_val.astype(np.float64), w_val[0, 0].astype(np.float64))
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    # d(sum y^2)/dx = 2 W y and d/dW = 2 x y, summed over positions
+    np.testing.assert_allclose(gx, 2 * np.einsum("ndhw,cd->nchw", expected, w_val[0, 0]),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(gw[0, 0], 2 * np.einsum("nchw,ndhw->cd", x_val, expected),
+                               rtol=1e-4, atol=1e-4)
+    assert pooled_val.shape == (1, 5, 3, 3)
+    np.testing.assert_allclose(pooled_val, expected.reshape(1, 5, 3, 2, 3, 2).max(axis=(3, 5)),
+                               rtol=1e-5, atol=1e-5)
+    # the gradient of a sum of maxima: 1 at each 2x2 window's maximum, 0 elsewhere
+    assert gpool.shape == y.shape
+    np.testing.assert_array_equal(
+        gpool, (expected == expected.reshape(1, 5, 3, 2, 3, 2).max(axis=(3, 5))
+                .repeat(2, axis=2).repeat(2, axis=3)).astype(np.float32))

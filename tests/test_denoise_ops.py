@@ -2,29 +2,14 @@
 tests/reference_ops.py (the paper's Eq. 1-3), in both layouts, and their gradients
 against finite differences.
 
-NCHW on CPU: TensorFlow's default (Eigen) CPU kernels of Conv2D and MaxPool, forward and
-backward, are NHWC-only ("The Conv2D op currently only supports the NHWC tensor format on
-the CPU"). The oneDNN kernels run NCHW (float32), but oneDNN is on by default only on CPUs
-with AVX-512-class features, and its switch, TF_ENABLE_ONEDNN_OPTS=1, is read once, when
-TensorFlow is loaded. So when this process cannot run NCHW kernels, the tests that need
-them (``needs_nchw_kernels``) are all run once in a child pytest with
-TF_ENABLE_ONEDNN_OPTS=1, and each takes its outcome from there (``ran_in_child``). Nothing
-is skipped, and this process's TensorFlow settings are left alone. tests/test_nets.py uses
-the same helpers.
+NCHW kernels need oneDNN on CPUs without AVX-512, which fdenoise/compat.py turns on
+before TensorFlow is imported.
 
 oneDNN's max pooling (TF 2.15.1) caches its primitives by logical dimensions, not by
 layout: in one process, an NHWC MaxPool run after an NCHW one of the same dimensions
 returns wrong values. So NCHW tests use NCHW_EXTRA_BATCH more images than NHWC ones, and
 the two layouts never pool tensors of the same dimensions.
 """
-import functools
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
-import xml.etree.ElementTree as ElementTree
-
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -42,113 +27,7 @@ EMBEDS_BY_DEFAULT = {"nonlocal": True, "bilateral": True, "nonlocal-dot": False,
                      "bilateral-dot": False, "mean": False, "median": False, "null": False}
 
 
-CHILD_FLAG = "FDENOISE_TESTS_NCHW_CHILD"
-NCHW_EXTRA_BATCH = 2
-
-
-# ----------------------------------------------------------------------------------------
-# NCHW kernels on CPU (see the module docstring)
-@functools.lru_cache(maxsize=None)
-def nchw_kernels_in_process():
-    """Whether this process runs NCHW Conv2D and MaxPool, forward and backward."""
-    graph = tf.Graph()
-    with graph.as_default():
-        x = tfv1.placeholder(tf.float32, [1, 2, 4, 4])
-        w = tfv1.placeholder(tf.float32, [1, 1, 2, 2])
-        y = tf.nn.conv2d(x, w, 1, "SAME", data_format="NCHW")
-        y = tf.nn.max_pool2d(y, 2, 2, "SAME", data_format="NCHW")
-        grads = tf.gradients(tf.reduce_sum(y * y), [x, w])
-    feed = {x: np.ones([1, 2, 4, 4]), w: np.ones([1, 1, 2, 2])}
-    with tfv1.Session(graph=graph) as sess:
-        try:
-            sess.run(grads, feed)
-        except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError):
-            return False
-    return True
-
-
-def needs_nchw_kernels(item):
-    """Tests parametrized with data_format='NCHW', or functions marked by the attribute."""
-    callspec = getattr(item, "callspec", None)
-    if callspec is not None and callspec.params.get("data_format") == "NCHW":
-        return True
-    return getattr(getattr(item, "function", None), "needs_nchw_kernels", False)
-
-
-_CHILDREN = {}   # test module path -> {proc, tmp, ids, outcomes}
-
-
-def _start_child(request):
-    """Starts, once per test module, the child pytest that runs the module's tests needing
-    NCHW kernels (if this process lacks them). It works while this process goes on with the
-    module's other tests, which is why those needing it come last."""
-    path = str(request.node.fspath)
-    if path in _CHILDREN or os.environ.get(CHILD_FLAG) or nchw_kernels_in_process():
-        return
-    ids = [item.nodeid for item in request.session.items
-           if str(item.fspath) == path and needs_nchw_kernels(item)]
-    if not ids:
-        return
-    tmp = tempfile.mkdtemp(prefix="nchw-child-")
-    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="1", **{CHILD_FLAG: "1"})
-    with open(os.path.join(tmp, "out.txt"), "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-             "-o", "junit_family=xunit1", "--junitxml", os.path.join(tmp, "report.xml")] + ids,
-            cwd=str(request.config.rootpath), env=env, stdout=out, stderr=subprocess.STDOUT)
-    child = _CHILDREN[path] = dict(proc=proc, tmp=tmp, ids=ids)
-    request.config.add_cleanup(lambda: _stop_child(child))
-
-
-def _stop_child(child):
-    if child["proc"].poll() is None:
-        child["proc"].kill()
-        child["proc"].wait()
-    shutil.rmtree(child["tmp"], ignore_errors=True)
-
-
-def _child_outcomes(request):
-    """{node id: None if passed, else the failure text}, from the module's child pytest."""
-    _start_child(request)
-    child = _CHILDREN[str(request.node.fspath)]
-    if "outcomes" not in child:
-        child["proc"].wait(timeout=900)
-        outcomes = {}
-        report = os.path.join(child["tmp"], "report.xml")
-        if os.path.exists(report):
-            for case in ElementTree.parse(report).iter("testcase"):
-                # xunit1: file="tests/test_x.py", name="test_y[params]"
-                nodeid = "%s::%s" % (case.get("file"), case.get("name"))
-                problems = [c for c in case if c.tag in ("failure", "error", "skipped")]
-                outcomes[nodeid] = None if not problems else "%s: %s" % (
-                    problems[0].tag, problems[0].text or problems[0].get("message"))
-        if not outcomes:
-            with open(os.path.join(child["tmp"], "out.txt")) as f:
-                output = f.read()[-5000:]
-            outcomes = {nodeid: "the child pytest reported nothing:\n" + output
-                        for nodeid in child["ids"]}
-        child["outcomes"] = outcomes
-    return child["outcomes"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def nchw_child_starts_early(request):
-    """Starts the module's child pytest (when one is needed) with its first test."""
-    _start_child(request)
-
-
-def ran_in_child(request):
-    """True if this test needs NCHW kernels that this process lacks and it passed in the
-    child process (the caller then returns); fails the test if it failed there."""
-    if nchw_kernels_in_process():
-        return False
-    if os.environ.get(CHILD_FLAG):
-        pytest.fail("NCHW Conv2D/MaxPool do not run on this CPU even with TF_ENABLE_ONEDNN_OPTS=1")
-    outcome = _child_outcomes(request).get(request.node.nodeid, "not run in the child")
-    if outcome is not None:
-        pytest.fail("in the child process with TF_ENABLE_ONEDNN_OPTS=1: %s" % outcome,
-                    pytrace=False)
-    return True
+NCHW_EXTRA_BATCH = 2   # see the module docstring (oneDNN max pooling)
 
 
 def make_session(graph):
@@ -164,8 +43,8 @@ def from_layout(y, data_format):
 
 
 def distinct_input(shape, seed):
-    """Values spaced >= 0.05 apart (in random order), so medians and maxima are unique and
-    stay put under small perturbations."""
+    """Distinct values about 2.5/size apart, in random order, so that medians and maxima
+    are unique and stay put under the finite differences' perturbations."""
     n = int(np.prod(shape))
     rng = np.random.RandomState(seed)
     values = (rng.permutation(n) - n / 2.0) * (2.5 / n)
@@ -217,7 +96,8 @@ def build(op, spec, shape_nhwc, data_format, dtype):
 # ----------------------------------------------------------------------------------------
 # forward: every op vs. its equation
 def _case(op, shape, order=None, softmaxes=None, **kw):
-    name = "-".join([op] + ["%s=%s" % kv for kv in sorted(kw.items())] + ["x".join(map(str, shape))])
+    name = "-".join([op] + ["%s=%s" % kv for kv in sorted(kw.items())]
+                    + ["x".join(map(str, shape))])
     return pytest.param(op, DenoiseSpec(op, **kw), shape, order, softmaxes, id=name)
 
 
@@ -256,10 +136,8 @@ def _matmul_shapes(graph):
 
 
 @pytest.mark.parametrize("op,spec,shape,order,softmaxes", FORWARD_CASES)
-@pytest.mark.parametrize("data_format", LAYOUTS)   # NHWC tests first, NCHW ones last
-def test_op_matches_reference(op, spec, shape, order, softmaxes, data_format, request):
-    if data_format == "NCHW" and ran_in_child(request):
-        return
+@pytest.mark.parametrize("data_format", LAYOUTS)
+def test_op_matches_reference(op, spec, shape, order, softmaxes, data_format):
     if data_format == "NCHW":
         shape = (shape[0] + NCHW_EXTRA_BATCH,) + shape[1:]
     rng = np.random.RandomState(0)
@@ -341,13 +219,11 @@ def central_differences(fn, value, eps):
 
 @pytest.mark.parametrize("op,kw", GRAD_CASES)
 @pytest.mark.parametrize("data_format", LAYOUTS)
-def test_op_gradient(op, kw, data_format, request):
+def test_op_gradient(op, kw, data_format):
     """d(sum(y * r))/dx and d/dW (embeddings) of the op vs. central differences of its
     equation (the numpy reference) in float64. The graph is float64 too, except where an
     NCHW op needs Conv2D or MaxPool kernels, which exist for float32 only (then float32
     tolerances). Inputs have distinct values, so medians and maxima are unique."""
-    if data_format == "NCHW" and ran_in_child(request):
-        return
     spec = DenoiseSpec(op, **kw)
     embeds = EMBEDS_BY_DEFAULT[op] if spec.embed is None else spec.embed
     float32 = data_format == "NCHW" and (embeds or spec.subsample)

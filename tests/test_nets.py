@@ -19,12 +19,11 @@ from nets import ArchSpec, DenoiseSpec, SpecError, backbone_logits, parse_arch
 from nets.denoise_block import denoising_block
 from nets.denoise_ops import BLOCK_OPS
 from nets.spec import ARCH_CHOICES, FAMILIES
-# the NCHW-on-CPU plumbing (see that module's docstring); the fixture is autouse
-from test_denoise_ops import NCHW_EXTRA_BATCH, make_session, ran_in_child
-from test_denoise_ops import nchw_child_starts_early  # noqa: F401
+from test_denoise_ops import NCHW_EXTRA_BATCH, make_session
 
 tfv1 = tf.compat.v1
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference" / "checkpoint-variables"
+REFERENCE_DIR = (Path(__file__).resolve().parents[2]
+                 / "shared" / "reference" / "checkpoint-variables")
 SMALL = ArchSpec(family="small", depth=14, width=4, num_classes=10, image_size=28, image_channels=1)
 
 
@@ -33,8 +32,8 @@ def build_logits(spec, batch=None):
     graph = tf.Graph()
     with graph.as_default(), TowerContext("", is_training=False):
         tfv1.set_random_seed(0)
-        image = tfv1.placeholder(
-            tf.float32, [batch, spec.image_size, spec.image_size, spec.image_channels], name="image")
+        shape = [batch, spec.image_size, spec.image_size, spec.image_channels]
+        image = tfv1.placeholder(tf.float32, shape, name="image")
         logits = backbone_logits(image, spec)
     return graph, image, logits
 
@@ -142,14 +141,17 @@ def test_parameter_counts_of_denoising_variants():
     base = count_parameters(SMALL)
     extra = {op: count_parameters(SMALL.replace(denoise=DenoiseSpec(op))) - base
              for op in ("null", "mean", "median", "nonlocal-dot", "bilateral-dot",
-                        "nonlocal", "bilateral")}
+                        "nonlocal", "bilateral", "bottleneck")}
     # one block after each of the 4 stages: 1x1 conv C x C + BN (gamma, beta, mean, variance)
     channels = [4 * SMALL.width * 2 ** stage for stage in range(4)]
     block = sum(c * c + 4 * c for c in channels)
     embeddings = sum(2 * c * (c // 2) for c in channels)   # theta, phi: C -> C/2 each
+    # Fig. 7's "+4 bottleneck": standard bottlenecks C -> C/4 (1x1) -> C/4 (3x3) -> C (1x1)
+    bottleneck = sum(c * (c // 4) + 9 * (c // 4) ** 2 + (c // 4) * c + 4 * (c // 4 + c // 4 + c)
+                     for c in channels)
     assert extra == {"null": block, "mean": block, "median": block, "nonlocal-dot": block,
                      "bilateral-dot": block, "nonlocal": block + embeddings,
-                     "bilateral": block + embeddings}
+                     "bilateral": block + embeddings, "bottleneck": bottleneck}
 
 
 # ----------------------------------------------------------------------------------------
@@ -157,7 +159,8 @@ def test_parameter_counts_of_denoising_variants():
 def denoise_variables(spec):
     graph = built_graph(spec)
     names = [v.op.name for v in variables_of(graph)]
-    pattern = r"^group\d_denoise/" if spec.denoise.at == "groups" else r"^group\d/block\d+/non_local/"
+    pattern = (r"^group\d_denoise/" if spec.denoise.at == "groups"
+               else r"^group\d/block\d+/non_local/")
     return graph, [n for n in names if re.match(pattern, n)]
 
 
@@ -176,7 +179,8 @@ def test_without_1x1_no_conv_variables(op, at):
 def test_block_bn_gamma_initialisation(residual, gamma):
     """With the residual connection the block starts as the identity (gamma = 0); without
     it the 1x1 branch is the whole output and must not start at zero (gamma = 1)."""
-    graph, names = denoise_variables(SMALL.replace(denoise=DenoiseSpec("nonlocal", residual=residual)))
+    spec = SMALL.replace(denoise=DenoiseSpec("nonlocal", residual=residual))
+    graph, names = denoise_variables(spec)
     gammas = [n for n in names if n.endswith("conv/bn/gamma")]
     assert len(gammas) == 4
     with graph.as_default():
@@ -206,8 +210,8 @@ def test_denoising_block_output(use_1x1, residual):
     expected = ref.mean_filter(x.astype(np.float64))
     if use_1x1:
         expected = ref.embed_1x1(expected, values["blk/conv/W"])
-        expected = ref.batchnorm_inference(
-            expected, *(values["blk/conv/bn/" + n] for n in ("gamma", "beta", "mean/EMA", "variance/EMA")))
+        bn = [values["blk/conv/bn/" + n] for n in ("gamma", "beta", "mean/EMA", "variance/EMA")]
+        expected = ref.batchnorm_inference(expected, *bn)
     if residual:
         expected = expected + x
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
@@ -249,8 +253,6 @@ def test_bad_spec_raises_one_line_with_choices(make, valid):
     assert set(valid) <= _tokens(message), message
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: parse_arch accepts any depth after R/X/S "
-                   "(parse_arch('R34') returns ('resnet', 34, ...)); reported to the lead")
 def test_parse_arch_rejects_unavailable_depths():
     for args in [("R34",), ("X152",), ("S20",), ("ResNet", 34)]:
         with pytest.raises(SpecError) as err:
@@ -270,8 +272,7 @@ def test_original_release_aliases():
 
 
 # ----------------------------------------------------------------------------------------
-# NCHW = NHWC on a small net (last: these may wait for the child process, see
-# test_denoise_ops)
+# NCHW = NHWC on a small net
 # every op after each stage, and one after every block with sub-sampling
 LAYOUT_CASES = ([pytest.param(DenoiseSpec(op), id=op) for op in sorted(BLOCK_OPS)]
                 + [pytest.param(DenoiseSpec("nonlocal", at="all", subsample=True),
@@ -279,9 +280,7 @@ LAYOUT_CASES = ([pytest.param(DenoiseSpec(op), id=op) for op in sorted(BLOCK_OPS
 
 
 @pytest.mark.parametrize("denoise", LAYOUT_CASES)
-def test_nchw_matches_nhwc(denoise, request):
-    if ran_in_child(request):
-        return
+def test_nchw_matches_nhwc(denoise):
     # NCHW_EXTRA_BATCH more images for NCHW: see test_denoise_ops's docstring (oneDNN)
     images = np.random.RandomState(1).uniform(-1, 1, [2 + NCHW_EXTRA_BATCH, 28, 28, 1])
     images = images.astype(np.float32)
@@ -304,5 +303,3 @@ def test_nchw_matches_nhwc(denoise, request):
     assert np.abs(nhwc[0] - nhwc[1]).max() > 1e-2, "logits do not depend on the image"
     np.testing.assert_allclose(nchw, nhwc, rtol=1e-4, atol=1e-4)
 
-
-test_nchw_matches_nhwc.needs_nchw_kernels = True

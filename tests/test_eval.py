@@ -1,0 +1,214 @@
+"""Issue 6: eval.py white-box and black-box modes, strict loading, export, distribution."""
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorpack.tfutils.tower import TowerContext
+
+from fdenoise import checkpoint, evaluation
+from helpers import PYTHON, REPO, SHARED, horovodrun, run
+from nets import ArchSpec, DenoiseSpec, backbone_logits
+from nets.infer import infer_arch
+
+tfv1 = tf.compat.v1
+FMNIST = "/usr/share/datasets/fashion-mnist"
+
+
+def make_checkpoint(path, spec, seed=0, record_arch=True):
+    """Random weights (non-trivial BN) saved as train.py would."""
+    g = tf.Graph()
+    with g.as_default(), TowerContext("", is_training=False):
+        tfv1.set_random_seed(seed)
+        backbone_logits(tfv1.placeholder(tf.float32, [None, spec.image_size, spec.image_size,
+                                                      spec.image_channels]), spec)
+        with tfv1.Session() as sess:
+            sess.run(tfv1.global_variables_initializer())
+            params = checkpoint.session_params(sess, g)
+    rng = np.random.RandomState(seed)
+    for k in params:
+        if k.endswith("gamma"):
+            params[k] = rng.uniform(0.5, 1.5, params[k].shape).astype("float32")
+        if k == "linear/W":
+            params[k] = (rng.randn(*params[k].shape) * 0.3).astype("float32")
+    checkpoint.save_npz(str(path), params, spec.to_dict() if record_arch else None)
+    return params
+
+
+SMALL = ArchSpec("small", 14, num_classes=10, image_size=28, image_channels=1, width=4,
+                 denoise=DenoiseSpec("nonlocal"))
+
+
+@pytest.fixture(scope="module")
+def model_npz(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "model.npz"
+    make_checkpoint(path, SMALL)
+    return path
+
+
+def eval_py(*args, check=True):
+    return run([PYTHON, REPO / "eval.py"] + list(args), check=check, timeout=600)
+
+
+def test_white_box_cli_writes_table_json_and_plot(model_npz, tmp_path):
+    out = eval_py("--load", model_npz, "--data", FMNIST, "--attack-iter", "0,2,4", "--limit", "30",
+                  "--batch", "16", "--json-out", tmp_path / "r.json", "--plot-out", tmp_path / "c.png", "--quiet")
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert set(doc["white_box"]) == {"clean", "pgd2", "pgd4"}
+    for r in doc["white_box"].values():
+        assert r["num_images"] == 30
+        assert 0 <= r["top1_error"] <= 1 and r["top1_error_ci95"] > 0
+    assert doc["arch"]["denoise"]["op"] == "nonlocal"            # read from the checkpoint, no flags
+    assert "pgd4" in out.stdout and (tmp_path / "c.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("missing", ["1 missing", "group1/block0/conv2/W"]),
+    ("extra", ["1 unexpected", "extra/W"]),
+    ("shape", ["1 mis-shaped", "linear/b"]),
+])
+def test_a_checkpoint_that_does_not_fit_fails_with_the_list(model_npz, tmp_path, damage, words):
+    params, arch = checkpoint.read_checkpoint(str(model_npz))
+    if damage == "missing":
+        del params["group1/block0/conv2/W"]
+    elif damage == "extra":
+        params["extra/W"] = np.zeros(3, np.float32)
+    else:
+        params["linear/b"] = np.zeros(11, np.float32)
+    bad = tmp_path / "bad.npz"
+    checkpoint.save_npz(str(bad), params, arch)
+    proc = eval_py("--load", bad, "--data", FMNIST, "--attack-iter", "0", "--limit", "8", check=False)
+    assert proc.returncode == 2
+    for w in words:
+        assert w in proc.stdout, proc.stdout[-2000:]
+
+
+def test_distributed_evaluation_equals_a_single_process(model_npz, tmp_path):
+    # clean and untargeted FGSM are deterministic, so the two runs must agree exactly
+    args = ["--load", model_npz, "--data", FMNIST, "--attack", "fgsm", "--untargeted", "--attack-iter", "0,1",
+            "--limit", "50", "--batch", "8", "--quiet"]
+    eval_py(*args, "--json-out", tmp_path / "one.json")
+    horovodrun(2, [REPO / "eval.py"] + args + ["--json-out", tmp_path / "two.json"], timeout=600)
+    one = json.loads((tmp_path / "one.json").read_text())["white_box"]
+    two = json.loads((tmp_path / "two.json").read_text())["white_box"]
+    assert json.loads((tmp_path / "two.json").read_text())["workers"] == 2
+    for name in ("clean", "fgsm1"):
+        assert two[name]["num_images"] == 50
+        for m in ("top1_error", "top5_error", "attack_success"):
+            assert two[name][m] == pytest.approx(one[name][m], abs=1e-12), (name, m)
+
+
+def _write_images(directory):
+    os.makedirs(directory, exist_ok=True)
+    rng = np.random.RandomState(0)
+    cv2.imwrite(os.path.join(directory, "a_color.png"), rng.randint(0, 255, (40, 30, 3), dtype=np.uint8))
+    cv2.imwrite(os.path.join(directory, "b_gray.png"), rng.randint(0, 255, (20, 20), dtype=np.uint8))
+    bgra = rng.randint(0, 255, (25, 35, 4), dtype=np.uint8)
+    cv2.imwrite(os.path.join(directory, "c_alpha.png"), bgra)
+    ok, jpg = cv2.imencode(".jpg", rng.randint(0, 255, (30, 30, 3), dtype=np.uint8))
+    with open(os.path.join(directory, "d_photo.JPEG"), "wb") as f:
+        f.write(jpg.tobytes())
+    with open(os.path.join(directory, "e_corrupt.jpg"), "wb") as f:
+        f.write(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+
+
+def test_black_box_directory_predictions(model_npz, tmp_path):
+    _write_images(tmp_path / "imgs")
+    out = eval_py("--load", model_npz, "--eval-directory", tmp_path / "imgs", "--prediction-file",
+                  tmp_path / "pred.txt", "--logits-file", tmp_path / "logits.npz", "--quiet")
+    lines = (tmp_path / "pred.txt").read_text().splitlines()
+    names = [x.split(",")[0] for x in lines]
+    assert names == ["a_color.png", "b_gray.png", "c_alpha.png", "d_photo.JPEG"]   # corrupt one skipped
+    assert all(0 <= int(x.split(",")[1]) < 10 for x in lines)
+    assert "e_corrupt.jpg" in out.stdout
+    saved = np.load(tmp_path / "logits.npz")
+    assert list(saved["filenames"]) == names and saved["logits"].shape == (4, 10)
+    assert [int(x.split(",")[1]) for x in lines] == list(saved["logits"].argmax(1))
+
+
+def test_all_or_nothing_on_a_hand_made_case():
+    truth = {"x": 1, "y": 2, "z": 3}
+    preds = {"atk1": {"x": 1, "y": 2, "z": 0}, "atk2": {"x": 1, "y": 5, "z": 3}, "atk3": {"x": 1, "y": 2}}
+    r = evaluation.all_or_nothing(truth, preds)
+    # x is right under every attacker; y fails atk2; z fails atk1 and is missing from atk3
+    assert r["all_or_nothing_accuracy"] == pytest.approx(1 / 3)
+    assert r["per_attacker_accuracy"] == {"atk1": pytest.approx(2 / 3), "atk2": pytest.approx(2 / 3),
+                                          "atk3": pytest.approx(2 / 3)}
+
+
+def test_all_or_nothing_cli(model_npz, tmp_path):
+    for atk in ("atk1", "atk2"):
+        _write_images(tmp_path / atk)
+    os.remove(tmp_path / "atk2" / "b_gray.png")
+    predictor = evaluation.Predictor(SMALL, checkpoint.read_checkpoint(str(model_npz))[0])
+    from eval import predict_directory
+    names, logits = predict_directory(predictor, str(tmp_path / "atk1"), 8, False)
+    truth = dict(zip(names, logits.argmax(1)))          # the model is right on every atk1 image
+    (tmp_path / "labels.txt").write_text("".join("%s,%d\n" % kv for kv in truth.items()))
+    eval_py("--load", model_npz, "--labels", tmp_path / "labels.txt", "--all-or-nothing", tmp_path / "atk1",
+            tmp_path / "atk2", "--json-out", tmp_path / "aon.json", "--quiet")
+    res = json.loads((tmp_path / "aon.json").read_text())["all_or_nothing"]
+    assert res["num_images"] == 4
+    assert res["per_attacker_accuracy"]["atk1"] == 1.0
+    assert res["all_or_nothing_accuracy"] == pytest.approx(3 / 4)   # b_gray is missing for atk2
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+def test_exports_reproduce_the_logits(model_npz, tmp_path, dtype):
+    eval_py("--load", model_npz, "--export-frozen", tmp_path / "m.pb", "--export-savedmodel", tmp_path / "sm",
+            "--export-input-dtype", dtype)
+    params, _ = checkpoint.read_checkpoint(str(model_npz))
+    images = np.random.RandomState(1).randint(0, 256, (5, 28, 28, 1)).astype(dtype)
+    expected = evaluation.Predictor(SMALL, params)(images.astype("uint8"))
+    g = tf.Graph()
+    with g.as_default():
+        gd = tfv1.GraphDef()
+        gd.ParseFromString((tmp_path / "m.pb").read_bytes())
+        tf.import_graph_def(gd, name="")
+        with tfv1.Session() as sess:
+            frozen = sess.run("logits:0", {"input:0": images})
+    np.testing.assert_allclose(frozen, expected, rtol=1e-4, atol=1e-4)
+    with tf.Graph().as_default(), tfv1.Session() as sess:
+        meta = tfv1.saved_model.loader.load(sess, ["serve"], str(tmp_path / "sm"))
+        sig = meta.signature_def["serving_default"]
+        saved = sess.run(sig.outputs["logits"].name, {sig.inputs["image"].name: images})
+    np.testing.assert_allclose(saved, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name, family, depth, op, at", [
+    ("ResNet-50", "resnet", 50, None, "groups"),
+    ("ResNet-101", "resnet", 101, None, "groups"),
+    ("ResNet-152", "resnet", 152, None, "groups"),
+    ("ResNetDenoise-50", "resnet", 50, "nonlocal", "groups"),
+    ("ResNetDenoise-152", "resnet", 152, "nonlocal", "groups"),
+    ("ResNeXtDenoiseAll-50", "resnext", 50, "nonlocal-dot", "all"),
+    ("ResNeXtDenoiseAll-101", "resnext", 101, "nonlocal-dot", "all"),
+])
+def test_architecture_inferred_from_the_released_variable_lists(name, family, depth, op, at):
+    path = SHARED / "reference" / "checkpoint-variables" / ("%s.json" % name)
+    shapes = json.loads(path.read_text())
+    spec, notes = infer_arch(shapes)
+    assert (spec.family, spec.depth, spec.denoise.op) == (family, depth, op)
+    if op:
+        assert spec.denoise.at == at and notes       # the guess is said out loud
+    assert spec.num_classes == 1000 and spec.image_size == 224
+
+
+def test_recorded_architecture_wins_over_guessing(tmp_path):
+    spec = ArchSpec("small", 14, num_classes=10, image_size=28, image_channels=1, width=4,
+                    denoise=DenoiseSpec("median"))
+    make_checkpoint(tmp_path / "m.npz", spec)
+    params, recorded = checkpoint.read_checkpoint(str(tmp_path / "m.npz"))
+    assert infer_arch({k: v.shape for k, v in params.items()}, recorded)[0].denoise.op == "median"
+    # without the record the same variables read as the dot-product op, and say so
+    guessed, notes = infer_arch({k: v.shape for k, v in params.items()})
+    assert guessed.denoise.op == "nonlocal-dot" and notes
+
+
+def test_pickled_npz_is_refused(tmp_path):
+    path = tmp_path / "evil.npz"
+    np.savez(path, obj=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(checkpoint.CheckpointError, match="pickled"):
+        checkpoint.read_checkpoint(str(path))

@@ -1,0 +1,122 @@
+"""Issue 5: the recipe (schedule, weight decay), resume, and distributed training."""
+import json
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorpack.tfutils.tower import TowerContext
+
+from fdenoise.model import AdvModel
+from fdenoise.schedule import LRSchedule
+from helpers import PYTHON, REPO, horovodrun, run
+from nets import ArchSpec
+
+tfv1 = tf.compat.v1
+
+
+@pytest.mark.parametrize("workers, expected", [
+    # 1 worker x 32 = 32 images: 0.1 * 32/256 = 0.0125, no warm-up (it does not exceed 0.1)
+    (1, {0: 0.0125, 34.9: 0.0125, 35: 0.00125, 70: 0.000125, 95: 0.0000125, 109.9: 0.0000125}),
+    # 8 x 32 = 256: exactly 0.1
+    (8, {0: 0.1, 4: 0.1, 35: 0.01, 69: 0.01, 70: 0.001, 95: 0.0001}),
+    # 128 x 32 = 4096 (Sec. 5): 1.6 after a linear warm-up from 0.1 over 5 epochs
+    (128, {0: 0.1, 1: 0.4, 2.5: 0.85, 5: 1.6, 34.99: 1.6, 35: 0.16, 70: 0.016, 95: 0.0016, 109: 0.0016}),
+])
+def test_learning_rate_schedule(workers, expected):
+    schedule = LRSchedule(total_batch=32 * workers)
+    for epoch, lr in expected.items():
+        assert schedule(epoch) == pytest.approx(lr, rel=1e-9), epoch
+
+
+def test_weight_decay_applies_to_conv_and_fc_weights_only():
+    spec = ArchSpec("small", 14, num_classes=10, image_size=12, image_channels=1, width=4)
+    g = tf.Graph()
+    with g.as_default():
+        model = AdvModel(spec, weight_decay=1e-4)
+        image = tfv1.placeholder(tf.uint8, [None, 12, 12, 1])
+        label = tfv1.placeholder(tf.int32, [None])
+        with TowerContext("", is_training=True):
+            model.build_graph(image, label)
+        wd = g.get_tensor_by_name("wd_cost:0")
+        variables = tfv1.trainable_variables()
+        with tfv1.Session() as sess:
+            sess.run(tfv1.global_variables_initializer())
+            rng = np.random.RandomState(0)
+            for v in variables:   # make every variable non-zero so that a wrong set shows
+                v.load(rng.uniform(0.5, 1.5, v.shape.as_list()).astype("float32"), sess)
+            values = dict(zip([v.op.name for v in variables], sess.run(variables)))
+            got = sess.run(wd)
+    weights = [k for k in values if k.endswith("/W")]
+    others = [k for k in values if not k.endswith("/W")]
+    assert "linear/W" in weights and "linear/b" in others and any(k.endswith("gamma") for k in others)
+    expected = 1e-4 * sum(0.5 * np.sum(values[k].astype(np.float64) ** 2) for k in weights)
+    assert got == pytest.approx(expected, rel=1e-5)
+
+
+TINY = ["--arch", "S14", "--width", "4", "--attack-iter", "1", "--batch", "8", "--steps-per-epoch", "3",
+        "--eval-attack-iters", "0", "--eval-long-attack-iter", "0", "--eval-batch", "16", "--seed", "1"]
+
+
+def _train(logdir, *extra, fake=True):
+    args = [PYTHON, REPO / "train.py"] + (["--fake"] if fake else []) + TINY + ["--logdir", logdir] + list(extra)
+    return run(args, timeout=600)
+
+
+def _checkpoint_step(logdir):
+    prefix = tf.train.latest_checkpoint(str(logdir))
+    return int(tf.train.load_checkpoint(prefix).get_tensor("global_step")), prefix
+
+
+def test_stop_after_an_epoch_and_resume(tmp_path):
+    logdir = tmp_path / "run"
+    _train(logdir, "--epochs", "1")
+    step, prefix1 = _checkpoint_step(logdir)
+    assert step == 3
+    lines = [json.loads(x) for x in (logdir / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch_num"] for x in lines] == [1]
+    # resume: the same command with a longer schedule continues at epoch 2
+    out = _train(logdir, "--epochs", "2").stdout
+    assert re.search(r"Resuming from .*model-3 at epoch 2", out), out[-3000:]
+    assert _checkpoint_step(logdir)[0] == 6
+    lines = [json.loads(x) for x in (logdir / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch_num"] for x in lines] == [1, 2]
+    # and with the learning rate of the schedule at that point (fake data: 1024 images, 8 per
+    # step: peak 0.1 * 8/256, decays at 35/70/95 do not apply)
+    assert lines[1]["learning_rate"] == pytest.approx(0.1 * 8 / 256)
+    # a finished run started again trains nothing and its weights are the checkpoint's
+    _train(logdir, "--epochs", "2")
+    assert _checkpoint_step(logdir)[0] == 6
+    final = dict(np.load(logdir / "model-final.npz"))
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(logdir)))
+    for name in ("conv0/W", "linear/W", "group3/block0/conv3/bn/gamma", "group0/block0/conv1/bn/mean/EMA"):
+        np.testing.assert_array_equal(final[name], reader.get_tensor(name))
+
+
+def test_load_refuses_a_checkpoint_of_another_architecture(tmp_path):
+    logdir = tmp_path / "a"
+    _train(logdir, "--epochs", "1")
+    proc = run([PYTHON, REPO / "train.py", "--fake"] + TINY + ["--denoise", "nonlocal", "--epochs", "1",
+                                                               "--logdir", tmp_path / "b",
+                                                               "--load", logdir / "model-final.npz"],
+               check=False, timeout=300)
+    assert proc.returncode == 2
+    assert "missing" in proc.stdout and "group0_denoise/embedding_theta/W" in proc.stdout
+
+
+@pytest.mark.horovod
+def test_two_rank_training_and_distributed_evaluation(tmp_path):
+    fmnist = "/usr/share/datasets/fashion-mnist"
+    logdir = tmp_path / "hvd"
+    horovodrun(2, [REPO / "train.py", "--data", fmnist] + TINY +
+               ["--epochs", "1", "--eval-limit", "40", "--logdir", logdir, "--loader-workers", "1"], timeout=600)
+    lines = [json.loads(x) for x in (logdir / "metrics.jsonl").read_text().splitlines()]
+    clean_rank_sum = lines[-1]
+    assert clean_rank_sum["clean/num_images"] == 40   # two shards of 20, summed
+    # the same 40 images in one process, with the weights the two ranks trained
+    out = run([PYTHON, REPO / "eval.py", "--load", logdir / "model-final.npz", "--data", fmnist,
+               "--attack-iter", "0", "--limit", "40", "--json-out", tmp_path / "e.json", "--quiet"])
+    single = json.loads((tmp_path / "e.json").read_text())["white_box"]["clean"]
+    assert single["num_images"] == 40, out.stdout
+    assert single["top1_error"] == pytest.approx(clean_rank_sum["clean/top1_error"], abs=1e-9)
+    assert single["top5_error"] == pytest.approx(clean_rank_sum["clean/top5_error"], abs=1e-9)
