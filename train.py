@@ -123,8 +123,12 @@ def main(argv=None):
             return source.eval_flow(eval_batch, rank, size, limit=args.eval_limit)
 
         if rank == 0:
-            logger.info("Architecture %s; training attack %s; %d worker(s) x %d images, peak lr %.4g" % (
-                arch.name, train_attacker.describe(), size, batch, schedule.peak_lr))
+            from nets.complexity import complexity
+            params, flops = complexity(arch)
+            logger.info("Architecture %s: %.2fM parameters, %.3f GFLOPs (multiply-adds) per image; training "
+                        "attack %s; %d worker(s) x %d images, peak lr %.4g" % (
+                            arch.name, params / 1e6, flops / 1e9, train_attacker.describe(), size, batch,
+                            schedule.peak_lr))
         train(plan, arch, train_attacker, train_flow, eval_flow_fn,
               extra_info={"dataset": dataset, "data": args.data, "fake": args.fake,
                           "train_attack": train_attacker.describe(), "argv": sys.argv})

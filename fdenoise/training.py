@@ -9,8 +9,9 @@ from typing import Optional, Tuple
 import tensorflow as tf
 from tensorpack import (AutoResumeTrainConfig, HorovodTrainer, SimpleTrainer, TrainConfig,  # noqa: F401
                         launch_train_with_config)
-from tensorpack.callbacks import (EnableCallbackIf, EstimatedTimeLeft, InferenceRunner, ModelSaver,
-                                  ProgressBar, ScalarPrinter, TFEventWriter)
+from tensorpack.callbacks import (EnableCallbackIf, EstimatedTimeLeft, InferenceRunner, MergeAllSummaries,
+                                  ModelSaver, MovingAverageSummary, ProgressBar, RunUpdateOps, ScalarPrinter,
+                                  TFEventWriter)
 from tensorpack.callbacks.monitor import JSONWriter
 from tensorpack.input_source import QueueInput
 from tensorpack.tfutils.sessinit import SaverRestore
@@ -120,7 +121,10 @@ def build_config(plan, arch, train_attacker, train_flow, eval_flow_fn, rank):
 
     return TrainConfig(
         model=model, data=QueueInput(train_flow), callbacks=callbacks, monitors=monitors,
-        extra_callbacks=[ProgressBar(["cost", "train_top1_error", "train_attack_success"])] if is_chief else [],
+        # tensorpack's defaults (moving-average summaries, BN statistic updates, summaries)
+        # plus a progress bar on the chief; the BN EMA updates must run on every rank.
+        extra_callbacks=[MovingAverageSummary(), MergeAllSummaries(), RunUpdateOps()] + (
+            [ProgressBar(["cost", "train_top1_error", "train_attack_success"])] if is_chief else []),
         steps_per_epoch=plan.steps_per_epoch, max_epoch=plan.epochs,
         starting_epoch=starting_epoch, session_init=session_init)
 

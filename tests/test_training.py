@@ -91,6 +91,9 @@ def test_stop_after_an_epoch_and_resume(tmp_path):
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(logdir)))
     for name in ("conv0/W", "linear/W", "group3/block0/conv3/bn/gamma", "group0/block0/conv1/bn/mean/EMA"):
         np.testing.assert_array_equal(final[name], reader.get_tensor(name))
+    # BN moving statistics were updated by training (inference depends on them)
+    assert not np.allclose(final["conv0/bn/variance/EMA"], 1.0)
+    assert not np.allclose(final["group2/block0/conv2/bn/mean/EMA"], 0.0)
 
 
 def test_load_refuses_a_checkpoint_of_another_architecture(tmp_path):
