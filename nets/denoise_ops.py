@@ -71,16 +71,20 @@ def _subsample(x, data_format):
 
 # ----------------------------------------------------------------------------------------
 # Non-local means, Eq. (1): y_i = 1/C(x) sum_{j in L} f(x_i, x_j) x_j
+def _queries_and_keys(x, source, data_format, embed):
+    """theta(x_i) and phi(x_j) (1x1 embeddings to C/2 channels), or x_i and x_j themselves."""
+    if not embed:
+        return x, source
+    d = _embed_dim(x, data_format)
+    return (_embedding("embedding_theta", x, d, data_format),
+            _embedding("embedding_phi", source, d, data_format))
+
+
 def _query_key_value(x, spec, data_format, embed):
     """Queries (x_i side), keys (x_j side, for f) and values (x_j itself, Eq. 1 averages
     x_j, not an embedding of it), each flattened over positions."""
     source = _subsample(x, data_format) if spec.subsample else x
-    if embed:
-        d = _embed_dim(x, data_format)
-        query = _embedding("embedding_theta", x, d, data_format)
-        key = _embedding("embedding_phi", source, d, data_format)
-    else:
-        query, key = x, source
+    query, key = _queries_and_keys(x, source, data_format, embed)
     return (_flatten_positions(query, data_format), _flatten_positions(key, data_format),
             _flatten_positions(source, data_format))
 
@@ -230,15 +234,9 @@ def median_filter(x, spec, data_format):
 def _bilateral(x, spec, data_format, gaussian):
     """Eq. (2): y_i = 1/C(x) sum_{j in Omega(i)} f(x_i, x_j) x_j, Omega(i) a k x k window;
     neighbours outside the map are excluded from the sum and from C(x)."""
-    default_embed = gaussian
-    embed = default_embed if spec.embed is None else spec.embed
-    if embed:
-        d = _embed_dim(x, data_format)
-        query = _embedding("embedding_theta", x, d, data_format)
-        key = _embedding("embedding_phi", x, d, data_format)
-    else:
-        query, key = x, x
-        d = _static_hwc(x, data_format)[2]
+    embed = gaussian if spec.embed is None else spec.embed
+    query, key = _queries_and_keys(x, x, data_format, embed)
+    d = _static_hwc(query, data_format)[2]
     axis = channel_axis(data_format)
     keys = _shifted_windows(key, spec.kernel_size, data_format)
     values = _shifted_windows(x, spec.kernel_size, data_format)

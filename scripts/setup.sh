@@ -85,10 +85,11 @@ if ! "$PY" -c "import horovod, sys; sys.exit(horovod.__version__ != '0.28.1')" 2
     MPI_FLAG=HOROVOD_WITH_MPI=1
     step "    an MPI was found: building the MPI controller too"
   fi
-  env HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 "$MPI_FLAG" \
-      HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 \
-      pip_quiet install -q --no-cache-dir --no-build-isolation horovod==0.28.1 \
-      || fail "3/5 horovod build (needs cmake and g++; see ../shared/reference/ENVIRONMENT.md)"
+  (
+    export HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 "$MPI_FLAG" \
+           HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
+    pip_quiet install -q --no-cache-dir --no-build-isolation horovod==0.28.1
+  ) || fail "3/5 horovod build (needs cmake and g++; see ../shared/reference/ENVIRONMENT.md)"
 else
   step "3/5 horovod 0.28.1 already built"
 fi
