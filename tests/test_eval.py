@@ -212,3 +212,44 @@ def test_pickled_npz_is_refused(tmp_path):
     np.savez(path, obj=np.array([{"a": 1}], dtype=object))
     with pytest.raises(checkpoint.CheckpointError, match="pickled"):
         checkpoint.read_checkpoint(str(path))
+
+
+def _imagenet_val(root, flat):
+    """4 classes x 2 JPEGs; class directories (train/ and val/), or a flat val/ + val.txt."""
+    rng = np.random.RandomState(0)
+    wnids = ["n0000000%d" % i for i in range(4)]
+    for w in wnids:
+        os.makedirs(os.path.join(root, "train", w), exist_ok=True)
+        cv2.imwrite(os.path.join(root, "train", w, "t.JPEG"), rng.randint(0, 255, (40, 50, 3), dtype=np.uint8))
+    lines = []
+    for i, w in enumerate(wnids):
+        for j in range(2):
+            img = rng.randint(0, 255, (48 + 8 * j, 64, 3), dtype=np.uint8)
+            if flat:
+                name = "ILSVRC2012_val_%08d.JPEG" % (2 * i + j)
+                os.makedirs(os.path.join(root, "val"), exist_ok=True)
+                cv2.imwrite(os.path.join(root, "val", name), img)
+                lines.append("%s %d\n" % (name, i))
+            else:
+                os.makedirs(os.path.join(root, "val", w), exist_ok=True)
+                cv2.imwrite(os.path.join(root, "val", w, "%d.JPEG" % j), img)
+    if flat:
+        with open(os.path.join(root, "val.txt"), "w") as f:
+            f.writelines(lines)
+
+
+@pytest.fixture(scope="module")
+def r50_npz(tmp_path_factory):
+    path = tmp_path_factory.mktemp("r50") / "R50.npz"
+    make_checkpoint(path, ArchSpec("resnet", 50), record_arch=False)   # like a released file
+    return path
+
+
+@pytest.mark.parametrize("flat", [False, True])
+def test_imagenet_directories_in_both_layouts(r50_npz, tmp_path, flat):
+    _imagenet_val(str(tmp_path / "imagenet"), flat)
+    out = eval_py("--load", r50_npz, "--data", tmp_path / "imagenet", "--attack-iter", "0", "--batch", "4",
+                  "--json-out", tmp_path / "r.json", "--quiet")
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["arch"]["family"] == "resnet" and doc["arch"]["depth"] == 50    # inferred, no flags
+    assert doc["white_box"]["clean"]["num_images"] == 8, out.stdout[-2000:]

@@ -123,3 +123,19 @@ def test_two_rank_training_and_distributed_evaluation(tmp_path):
     assert single["num_images"] == 40, out.stdout
     assert single["top1_error"] == pytest.approx(clean_rank_sum["clean/top1_error"], abs=1e-9)
     assert single["top5_error"] == pytest.approx(clean_rank_sum["clean/top5_error"], abs=1e-9)
+
+
+def test_a_diverging_run_stops_with_the_step_and_the_last_checkpoint(tmp_path):
+    """Table 1: without the residual connection training diverges; here an absurd learning
+    rate does the same. The run must stop at once with a clear message and exit code 3,
+    keeping the checkpoint of the last finished epoch."""
+    logdir = tmp_path / "nan"
+    _train(logdir, "--epochs", "1")                        # one good epoch, checkpoint model-3
+    proc = run([PYTHON, REPO / "train.py", "--fake"] + TINY +
+               ["--logdir", logdir, "--epochs", "4", "--base-lr", "1e30"],
+               check=False, timeout=300)
+    assert proc.returncode == 3, proc.stdout[-3000:]
+    line = [x for x in proc.stdout.splitlines() if x.startswith("train.py: error:")]
+    assert len(line) == 1 and ("became nan" in line[0] or "became inf" in line[0]), proc.stdout[-3000:]
+    assert "model-3" in line[0]
+    assert _checkpoint_step(logdir)[0] == 3

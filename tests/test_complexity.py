@@ -1,0 +1,33 @@
+"""Issue 3: every architecture reports parameters and FLOPs (nets/complexity.py)."""
+import pytest
+
+from nets import ArchSpec, DenoiseSpec
+from nets.complexity import complexity
+
+
+def test_resnet50_matches_the_known_figures():
+    params, flops = complexity(ArchSpec("resnet", 50))
+    # the standard ResNet-50 (1000 classes): 25,557,032 trainable parameters; He et al.
+    # report 3.8e9 multiply-adds without the FC and shortcut projections, 4.1e9 with them
+    assert params == 25557032
+    assert 4.05e9 < flops < 4.15e9
+
+
+def test_denoising_flops_follow_eq1_and_the_cheaper_order():
+    small = dict(family="small", depth=14, num_classes=10, image_size=28, image_channels=1, width=8)
+    _, base = complexity(ArchSpec(**small))
+    # group0 output: 28x28 positions (N = 784), C = 32 channels; the 1x1 conv of a block is N*C*C
+    n, c = 28 * 28, 32
+    conv1x1 = [n * c * c, 196 * 64 * 64, 49 * 128 * 128, 16 * 256 * 256]
+    _, null = complexity(ArchSpec(denoise=DenoiseSpec("null"), **small))
+    assert null - base == sum(conv1x1)
+    # dot product without embedding in the cheaper order: Q (K^T V) costs 2 N C^2 per block
+    _, dot = complexity(ArchSpec(denoise=DenoiseSpec("nonlocal-dot"), **small))
+    cheaper = [2 * n * c * c, 2 * 196 * 64 * 64, min(2 * 49 * 128 * 128, 49 * 49 * 256),
+               min(2 * 16 * 256 * 256, 16 * 16 * 512)]
+    assert dot - null == sum(cheaper)
+    # Gaussian: theta, phi embeddings (2 N C C/2) and N x N x (C/2 + C) products
+    _, gauss = complexity(ArchSpec(denoise=DenoiseSpec("nonlocal"), **small))
+    sizes = [(784, 32), (196, 64), (49, 128), (16, 256)]
+    expected = sum(2 * p * ch * ch // 2 + p * p * (ch // 2 + ch) for p, ch in sizes)
+    assert gauss - null == expected
