@@ -139,3 +139,21 @@ def test_a_diverging_run_stops_with_the_step_and_the_last_checkpoint(tmp_path):
     assert len(line) == 1 and ("became nan" in line[0] or "became inf" in line[0]), proc.stdout[-3000:]
     assert "model-3" in line[0]
     assert _checkpoint_step(logdir)[0] == 3
+
+
+def test_imagenet_training_path_end_to_end(tmp_path):
+    """train.py on a generated ImageNet directory with a real ResNet-50 graph: JPEG decoding
+    and augmentation, PGD in the training tower, evaluation on val/, export."""
+    from test_eval import _imagenet_val
+    _imagenet_val(str(tmp_path / "imagenet"), flat=False)
+    logdir = tmp_path / "r50"
+    out = run([PYTHON, REPO / "train.py", "--data", tmp_path / "imagenet", "--arch", "R50", "--batch", "2",
+               "--attack-iter", "1", "--steps-per-epoch", "2", "--epochs", "1", "--eval-attack-iters", "0",
+               "--eval-long-attack-iter", "0", "--eval-batch", "4", "--loader-workers", "1", "--logdir", logdir],
+              timeout=600).stdout
+    assert "Architecture R50" in out and "GFLOPs" in out
+    record = json.loads((logdir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["clean/num_images"] == 8                   # every val image once
+    final = np.load(logdir / "model-final.npz")
+    assert final["linear/W"].shape == (2048, 4)              # classes from the directory
+    assert final["conv0/W"].shape == (7, 7, 3, 64)
