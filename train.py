@@ -77,11 +77,12 @@ def main(argv=None):
     from fdenoise.checkpoint import CheckpointError
     from fdenoise.flags import DATASET_DEFAULTS, arch_from_args, attacker_from_args
     from fdenoise.schedule import LRSchedule
-    from fdenoise.training import EvalPlan, TrainPlan, train, world
+    from fdenoise.dist import rank_and_size
+    from fdenoise.training import EvalPlan, TrainPlan, train
     from nets import SpecError
 
     try:
-        rank, size = world()
+        rank, size = rank_and_size()
         dataset = args.dataset
         if dataset == "auto":
             dataset = "fashion-mnist" if args.fake else data.detect_dataset(args.data)

@@ -19,8 +19,9 @@ import types
 # TensorFlow's C++ start-up chatter hides our own messages; users can still override it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # 4. oneDNN kernels on every CPU. TensorFlow 2.15 turns them on only on AVX-512-class CPUs;
-#    without them the NCHW Conv2D/MaxPool kernels do not exist on the CPU at all, and the
-#    small nets' training step measured 2x slower (bench/). Read once, when TensorFlow is
+#    without them the NCHW Conv2D/MaxPool kernels do not exist on the CPU at all, and an
+#    adversarial training step of the small nets measured 1.6x (baseline) to 2.3x (Gaussian
+#    non-local) slower (`python -m bench.step_time`, docs/PERFORMANCE.md). Read once, when TensorFlow is
 #    first imported, hence before the import below; a user's own setting wins. Known issue
 #    (TF 2.15.1): after an NCHW max-pool, an NHWC max-pool of the same shape in the same
 #    process can return wrong values; use one layout per process (train.py/eval.py do).

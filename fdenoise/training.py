@@ -7,8 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional, Tuple
 
 import tensorflow as tf
-from tensorpack import (AutoResumeTrainConfig, HorovodTrainer, SimpleTrainer, TrainConfig,  # noqa: F401
-                        launch_train_with_config)
+from tensorpack import HorovodTrainer, SimpleTrainer, TrainConfig, launch_train_with_config
 from tensorpack.callbacks import (EnableCallbackIf, EstimatedTimeLeft, InferenceRunner, MergeAllSummaries,
                                   ModelSaver, MovingAverageSummary, ProgressBar, RunUpdateOps, ScalarPrinter,
                                   TFEventWriter)
@@ -48,14 +47,6 @@ class TrainPlan:
     keep_checkpoints: int = 3
     load: Optional[str] = None
     evals: Tuple[EvalPlan, ...] = field(default_factory=tuple)
-
-
-def world():
-    """(rank, size) and initialise Horovod when launched by horovodrun."""
-    if under_horovodrun():
-        hvd = horovod()
-        return hvd.rank(), hvd.size()
-    return 0, 1
 
 
 def make_trainer():

@@ -1,5 +1,4 @@
 """Issue 3: every architecture reports parameters and FLOPs (nets/complexity.py)."""
-import pytest
 
 from nets import ArchSpec, DenoiseSpec
 from nets.complexity import complexity

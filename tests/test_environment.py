@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from helpers import REPO, horovodrun, run, HOROVODRUN, PYTHON
+from helpers import HOROVODRUN, REPO, horovodrun, run
 
 
 def pins():
