@@ -91,6 +91,15 @@ def test_stop_after_an_epoch_and_resume(tmp_path):
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(logdir)))
     for name in ("conv0/W", "linear/W", "group3/block0/conv3/bn/gamma", "group0/block0/conv1/bn/mean/EMA"):
         np.testing.assert_array_equal(final[name], reader.get_tensor(name))
+    # eval.py takes the tensorpack checkpoint directory itself (architecture from arch.json)
+    # and gives the same clean figures as the exported .npz
+    figures = []
+    for load in (logdir, logdir / "model-final.npz"):
+        out = tmp_path / ("e%d.json" % len(figures))
+        run([PYTHON, REPO / "eval.py", "--load", load, "--fake", "--attack-iter", "0", "--limit", "32",
+             "--batch", "16", "--seed", "0", "--json-out", out, "--quiet"])
+        figures.append(json.loads(out.read_text())["white_box"]["clean"])
+    assert figures[0]["num_images"] == 32 and figures[0] == figures[1]
     # BN moving statistics were updated by training (inference depends on them)
     assert not np.allclose(final["conv0/bn/variance/EMA"], 1.0)
     assert not np.allclose(final["group2/block0/conv2/bn/mean/EMA"], 0.0)
