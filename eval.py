@@ -68,8 +68,8 @@ def resolve_arch(args, params, recorded, dataset):
     spec, _ = infer_arch({k: list(v.shape) for k, v in params.items()}, recorded, data_format,
                          log=lambda m: logger.warn(m))
     if args.denoise_query_block:
-        spec = spec.replace(denoise=spec.denoise.__class__(**dict(spec.denoise.__dict__,
-                                                                  query_block=args.denoise_query_block)))
+        import dataclasses
+        spec = spec.replace(denoise=dataclasses.replace(spec.denoise, query_block=args.denoise_query_block))
     return spec
 
 
