@@ -67,7 +67,7 @@ def read_checkpoint(path):
         arch = None
         if ARCH_KEY in params:
             arch = json.loads(bytes(params.pop(ARCH_KEY)).decode("utf-8"))
-        return {k: v for k, v in params.items()}, arch
+        return params, arch
     prefix = _tf_checkpoint_prefix(path)
     try:
         reader = tf.train.load_checkpoint(prefix)
@@ -144,7 +144,7 @@ class StrictRestore(SessionInit):
         with tf.name_scope("strict_restore"):
             for name, var in graph_vars.items():
                 ph = tf.compat.v1.placeholder(var.dtype.base_dtype, var.shape)
-                ops.append(var.assign(ph, read_value=False) if hasattr(var, "assign") else tf.compat.v1.assign(var, ph))
+                ops.append(var.assign(ph, read_value=False))
                 self._feeds[ph] = name
         self._op = tf.group(*ops)
 
