@@ -17,9 +17,9 @@ import sys
 
 
 def parse_args(argv=None):
-    from fdenoise.flags import add_arch_flags, add_attack_flags, positive_int
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from fdenoise.flags import OneLineArgumentParser, add_arch_flags, add_attack_flags, iteration_list, positive_int
+    p = OneLineArgumentParser(description=__doc__.split("\n\n")[0],
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--load", required=True, help=".npz (released or from train.py) or a TF checkpoint")
     g = p.add_argument_group("data")
     g.add_argument("--data", default="/usr/share/datasets/fashion-mnist",
@@ -30,7 +30,7 @@ def parse_args(argv=None):
     g.add_argument("--batch", type=positive_int, default=None)
     add_arch_flags(p)
     g = add_attack_flags(p)
-    g.add_argument("--attack-iter", default="0,10",
+    g.add_argument("--attack-iter", type=iteration_list, default="0,10",
                    help="comma-separated iteration counts, each evaluated (0 = clean)")
     g.add_argument("--restarts", type=positive_int, default=1, help="random restarts, keeping the best per image")
     g.add_argument("--seed", type=int, default=None)
@@ -38,6 +38,9 @@ def parse_args(argv=None):
     g.add_argument("--json-out", default=None, help="write the results as JSON")
     g.add_argument("--plot-out", default=None, help="robustness curve (PNG) when several strengths are given")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--save-adversarial", default=None, metavar="DIR",
+                   help="save the adversarial images as DIR/<attack>/<index>.png with DIR/labels.txt "
+                        "(black-box transfer, Sec. 6.2; single process only)")
     g = p.add_argument_group("black-box (Sec. 6.2)")
     g.add_argument("--eval-directory", default=None, help="predict every image in this directory")
     g.add_argument("--prediction-file", default=None, help="write 'filename,label' lines here")
@@ -88,6 +91,17 @@ def read_labels(path):
     return labels
 
 
+def attacker_keys(directories):
+    """Short unique names for attacker directories: the last path component, or as many
+    trailing components as it takes to tell them apart (``a/pgd10`` vs ``b/pgd10``)."""
+    parts = [os.path.normpath(d).split(os.sep) for d in directories]
+    for depth in range(1, max(len(p) for p in parts) + 1):
+        keys = ["/".join(p[-depth:]) for p in parts]
+        if len(set(keys)) == len(keys):
+            return keys
+    return [os.path.normpath(d) for d in directories]
+
+
 def predict_directory(predictor, directory, batch, progress):
     """-> (filenames, logits) for every readable image in ``directory``."""
     import numpy as np
@@ -119,7 +133,7 @@ def main(argv=None):
     from fdenoise import checkpoint, datasets, evaluation
     from fdenoise.checkpoint import CheckpointError
     from fdenoise.dist import rank_and_size
-    from fdenoise.flags import attacker_from_args
+    from fdenoise.flags import FlagError, attacker_from_args
     from nets import SpecError
 
     try:
@@ -168,9 +182,9 @@ def main(argv=None):
                     raise DataError("--all-or-nothing needs --labels FILE with the true 'filename,label' lines")
                 truth = read_labels(args.labels)
                 per_attacker = {}
-                for directory in args.all_or_nothing:
+                for directory, key in zip(args.all_or_nothing, attacker_keys(args.all_or_nothing)):
                     names, logits = predict_directory(predictor, directory, batch, not args.quiet)
-                    per_attacker[os.path.basename(directory.rstrip("/"))] = dict(
+                    per_attacker[key] = dict(
                         zip(names, (int(p) for p in logits.argmax(axis=1))))
                 res = evaluation.all_or_nothing(truth, per_attacker)
                 out["all_or_nothing"] = res
@@ -187,14 +201,23 @@ def main(argv=None):
             for n in iters:
                 name = "clean" if n == 0 else "%s%d" % (args.attack, n)
                 attackers[name] = attacker_from_args(args, dataset, n, restarts=args.restarts if n else 1,
-                                                     seed=args.seed)
+                                                     seed=args.seed, precision_flags=True)
                 iters_by_name[name] = n
             source = datasets.open_dataset(dataset, args.data, fake=args.fake)
             batch = args.batch or (50 if dataset == "imagenet" else 250)
             flow = source.eval_flow(batch, rank, size, limit=args.limit)
             evaluator = evaluation.WhiteBoxEvaluator(arch, attackers, params, args.load, seed=args.seed)
+            writer = None
+            if args.save_adversarial:
+                if size > 1:
+                    raise DataError("--save-adversarial runs in one process: drop horovodrun for it")
+                writer = evaluation.AdversarialWriter(args.save_adversarial, attackers)
             results = evaluator.run(flow, total_batches=evaluation.ceil_div(
-                source.num_eval(args.limit), batch * size), progress=(rank == 0 and not args.quiet))
+                source.num_eval(args.limit), batch * size), progress=(rank == 0 and not args.quiet),
+                writer=writer)
+            if writer:
+                writer.close()
+                print("wrote %d adversarial images per attack to %s" % (writer.count, args.save_adversarial))
             out["white_box"] = results
             if rank == 0:
                 print(evaluation.format_table(results, list(attackers)))
@@ -202,10 +225,18 @@ def main(argv=None):
                     evaluation.plot_curve(results, iters_by_name, args.plot_out,
                                           "%s, eps=%g" % (arch.name, attackers[list(attackers)[-1]].epsilon))
                     print("wrote %s" % args.plot_out)
+        skipped = data.skipped_files.num_files      # unreadable images, reported and skipped (data/images.py)
+        if size > 1 and not black_box:
+            from fdenoise.dist import sum_now
+            skipped = int(sum_now([skipped])[0])
+        out["skipped_images"] = skipped
+        if skipped and rank == 0:
+            print("eval.py: skipped %d unreadable image file(s), each named in a warning above" % skipped,
+                  file=sys.stderr)
         if args.json_out and rank == 0:
             checkpoint.atomic_write(args.json_out, lambda f: f.write(json.dumps(out, indent=2, sort_keys=True)),
                                     mode="w")
-    except (SpecError, AttackError, DataError, CheckpointError) as e:
+    except (SpecError, AttackError, DataError, CheckpointError, FlagError) as e:
         print("eval.py: error: %s" % e, file=sys.stderr)
         return 2
     return 0

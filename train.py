@@ -15,37 +15,45 @@ import sys
 
 
 def parse_args(argv=None):
-    from fdenoise.flags import add_arch_flags, add_attack_flags, nonnegative_float, positive_int
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from fdenoise.flags import (OneLineArgumentParser, add_arch_flags, add_attack_flags, epoch_list, iteration_list,
+                                nonnegative_float, nonnegative_int, positive_int, probability)
+    p = OneLineArgumentParser(description=__doc__.split("\n\n")[0],
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--data", default="/usr/share/datasets/fashion-mnist",
                    help="ImageNet root (train/ and val/) or the directory of the Fashion-MNIST IDX files")
     g.add_argument("--dataset", choices=("auto", "imagenet", "fashion-mnist"), default="auto",
                    help="auto: recognised from the directory's contents")
     g.add_argument("--fake", action="store_true", help="random data of the right shapes (benchmarks, tests)")
-    g.add_argument("--loader-workers", type=int, default=None, help="decoding processes per rank (ImageNet)")
+    g.add_argument("--loader-workers", type=positive_int, default=None,
+                   help="decoding processes per rank (ImageNet)")
     add_arch_flags(p)
     g = p.add_argument_group("recipe (Sec. 5, Goyal et al.)")
     g.add_argument("--batch", type=positive_int, default=None, help="images per worker (ImageNet 32)")
+    g.add_argument("--total-batch", type=positive_int, default=None,
+                   help="images per step over all workers, instead of --batch (Sec. 5: 4096 = 128 x 32); "
+                        "must divide by the number of workers")
     g.add_argument("--epochs", type=positive_int, default=None, help="ImageNet 110")
     g.add_argument("--steps-per-epoch", type=positive_int, default=None,
                    help="default: training images / total batch")
     g.add_argument("--base-lr", type=nonnegative_float, default=0.1, help="learning rate per 256 images")
     g.add_argument("--warmup-epochs", type=nonnegative_float, default=None, help="ImageNet 5")
-    g.add_argument("--lr-decay-epochs", default=None, help="comma-separated; ImageNet 35,70,95")
+    g.add_argument("--lr-decay-epochs", type=epoch_list, default=None, help="comma-separated; ImageNet 35,70,95")
     g.add_argument("--label-smoothing", type=nonnegative_float, default=0.1)
     g.add_argument("--weight-decay", type=nonnegative_float, default=1e-4)
     g.add_argument("--momentum", type=nonnegative_float, default=0.9)
     g = add_attack_flags(p)
-    g.add_argument("--attack-iter", type=int, default=None, help="PGD iterations in training (ImageNet 30; 0: clean)")
-    g.add_argument("--prob-start-from-clean", type=float, default=0.2, help="Sec. 5: 20%% of batches")
+    g.add_argument("--attack-iter", type=nonnegative_int, default=None,
+                   help="PGD iterations in training (ImageNet 30; 0: clean)")
+    g.add_argument("--prob-start-from-clean", type=probability, default=0.2, help="Sec. 5: 20%% of batches")
     g = p.add_argument_group("evaluation during training")
-    g.add_argument("--eval-attack-iters", default="0,10", help="evaluated every epoch (0 = clean)")
-    g.add_argument("--eval-long-attack-iter", type=int, default=100, help="evaluated every --eval-long-every epochs")
-    g.add_argument("--eval-long-every", type=int, default=10)
-    g.add_argument("--eval-long-last", type=int, default=1, help="... and in the last N epochs")
-    g.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N images only")
+    g.add_argument("--eval-attack-iters", type=iteration_list, default="0,10",
+                   help="evaluated every epoch (0 = clean)")
+    g.add_argument("--eval-long-attack-iter", type=nonnegative_int, default=100,
+                   help="evaluated every --eval-long-every epochs")
+    g.add_argument("--eval-long-every", type=positive_int, default=10)
+    g.add_argument("--eval-long-last", type=nonnegative_int, default=1, help="... and in the last N epochs")
+    g.add_argument("--eval-limit", type=positive_int, default=None, help="evaluate on the first N images only")
     g.add_argument("--eval-batch", type=positive_int, default=None)
     g = p.add_argument_group("run")
     g.add_argument("--logdir", default=None, help="default: train_log/<arch name>")
@@ -73,14 +81,15 @@ def main(argv=None):
     import data
     from data.errors import DataError
     from fdenoise import datasets
-    from fdenoise.callbacks import TrainingDiverged
+    from fdenoise.callbacks import RanksDiverged, TrainingDiverged
     from fdenoise.checkpoint import CheckpointError
-    from fdenoise.flags import DATASET_DEFAULTS, arch_from_args, attacker_from_args
+    from fdenoise.flags import DATASET_DEFAULTS, FlagError, arch_from_args, attacker_from_args, batch_per_worker
     from fdenoise.schedule import LRSchedule
     from fdenoise.dist import rank_and_size
     from fdenoise.training import EvalPlan, TrainPlan, train
     from nets import SpecError
 
+    logdir = None
     try:
         rank, size = rank_and_size()
         dataset = args.dataset
@@ -90,13 +99,14 @@ def main(argv=None):
         if args.seed is not None:
             tf.compat.v1.set_random_seed(args.seed + rank)
             np.random.seed(args.seed + rank)
-        batch = args.batch or defaults["batch"]
+        batch = batch_per_worker(args.batch, args.total_batch, size, defaults["batch"])
         source = datasets.open_dataset(dataset, args.data, fake=args.fake)
         arch = arch_from_args(args, dataset, image_size=source.image_size,
                               num_classes=source.num_classes, image_channels=source.image_channels)
         attack_iter = defaults["train_attack_iter"] if args.attack_iter is None else args.attack_iter
+        # --attack-precision/--attack-xla: the training attack only; evaluations stay fp32
         train_attacker = attacker_from_args(args, dataset, attack_iter, args.prob_start_from_clean,
-                                            seed=args.seed)
+                                            seed=args.seed, precision_flags=True)
         evals = [EvalPlan("clean" if n == 0 else "pgd%d" % n, attacker_from_args(args, dataset, n))
                  for n in sorted({int(x) for x in args.eval_attack_iters.split(",") if x.strip()})]
         if args.eval_long_attack_iter:
@@ -133,9 +143,18 @@ def main(argv=None):
         train(plan, arch, train_attacker, train_flow, eval_flow_fn,
               extra_info={"dataset": dataset, "data": args.data, "fake": args.fake,
                           "train_attack": train_attacker.describe(), "argv": sys.argv})
-    except (SpecError, AttackError, DataError, CheckpointError, TrainingDiverged) as e:
+    except (SpecError, AttackError, DataError, CheckpointError, FlagError, TrainingDiverged, RanksDiverged) as e:
         print("train.py: error: %s" % e, file=sys.stderr)
-        return 2 if not isinstance(e, TrainingDiverged) else 3
+        return 3 if isinstance(e, (TrainingDiverged, RanksDiverged)) else 2
+    except tf.errors.OpError as e:
+        if "Horovod has been shut down" not in str(e):
+            raise
+        # a rank died or stopped answering: horovodrun ends the job (docs/RELIABILITY.md)
+        last = tf.train.latest_checkpoint(logdir) if logdir and os.path.isdir(logdir) else None
+        print("train.py: error: Horovod stopped the job because another rank failed or stopped responding (its "
+              "error is above); the last checkpoint, %s, is intact: fix or replace the failed node and run the same "
+              "command to resume" % (last or "none yet"), file=sys.stderr)
+        return 4
     return 0
 
 

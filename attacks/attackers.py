@@ -119,8 +119,9 @@ ATTACKERS = {
 
 
 def make_attacker(kind="pgd", num_iter=10, epsilon=16.0, step_size=1.0, targeted=True, loss="xent",
-                  prob_start_from_clean=0.0, restarts=1, seed=None):
-    """The attacker for a command line: ``num_iter == 0`` is the clean evaluation."""
+                  prob_start_from_clean=0.0, restarts=1, seed=None, precision="fp32", loss_scale=None, xla=False):
+    """The attacker for a command line: ``num_iter == 0`` is the clean evaluation.
+    ``precision``, ``loss_scale``, ``xla``: the attack iterations (attacks/precision.py)."""
     if kind not in ATTACKERS:
         raise AttackError("unknown attack %r; valid: %s" % (kind, ", ".join(ATTACKERS)))
     if num_iter == 0:
@@ -131,7 +132,8 @@ def make_attacker(kind="pgd", num_iter=10, epsilon=16.0, step_size=1.0, targeted
         raise AttackError("attack step size %g is larger than epsilon %g: use a step <= epsilon" % (
             step_size, epsilon))
     attacker = ATTACKERS[kind](epsilon=epsilon, step_size=step_size, num_iter=num_iter, targeted=targeted,
-                               loss=loss, prob_start_from_clean=prob_start_from_clean, seed=seed)
+                               loss=loss, prob_start_from_clean=prob_start_from_clean, seed=seed,
+                               precision=precision, loss_scale=loss_scale, xla=xla)
     if restarts != 1:
         return RestartAttacker(attacker, restarts)
     return attacker

@@ -7,9 +7,13 @@ back-propagates through itself. Images live in the network's input space, [-1, 1
 original's ``x * 2/255 - 1``; epsilon and step size are given on the 0..255 scale
 ("The value of epsilon is relative to the pixel intensity scale of 256", Sec. 6).
 """
+import contextlib
+
 import tensorflow as tf
 
 from . import losses
+from .precision import (DEFAULT_FP16_LOSS_SCALE, PRECISIONS, low_precision_logits, scaled_input_gradient,
+                        zero_non_finite)
 
 PIXEL_SCALE = 2.0 / 255.0      # 0..255 -> [-1, 1]
 IMAGE_MIN, IMAGE_MAX = -1.0, 1.0
@@ -47,12 +51,17 @@ class Attacker:
         prob_start_from_clean: Sec. 5: "20% of training batches use clean images to initialize
             PGD, and 80% use random points within the allowed epsilon"; drawn per batch.
         seed: graph-level op seed for the random start and the targets.
+        precision: 'fp32' (default), 'fp16' or 'bf16': the network of the attack iterations
+            runs in that precision on the same float32 variables (attacks/precision.py).
+        loss_scale: fp16's per-image loss-scaling target (None: 2^10 for fp16, none otherwise;
+            0: no scaling).
+        xla: compile each attack iteration (forward, gradient, step, projection) with XLA.
     """
     name = "attack"
     uses_random_start = True
 
     def __init__(self, epsilon=16.0, step_size=1.0, num_iter=10, targeted=True, loss="xent",
-                 prob_start_from_clean=0.0, seed=None):
+                 prob_start_from_clean=0.0, seed=None, precision="fp32", loss_scale=None, xla=False):
         if epsilon < 0:
             raise AttackError("attack epsilon must be >= 0 (0..255 scale), got %g" % epsilon)
         if num_iter < 0:
@@ -70,6 +79,14 @@ class Attacker:
         self.loss = loss
         self.prob_start_from_clean = float(prob_start_from_clean)
         self.seed = seed
+        if precision not in PRECISIONS:
+            raise AttackError("unknown attack precision %r; valid: %s" % (precision, ", ".join(PRECISIONS)))
+        if loss_scale is not None and not loss_scale >= 0:
+            raise AttackError("attack loss scale must be >= 0 (0: none), got %g" % loss_scale)
+        self.precision = precision
+        self.loss_scale = (DEFAULT_FP16_LOSS_SCALE if precision == "fp16" else 0.0) if loss_scale is None \
+            else float(loss_scale)
+        self.xla = bool(xla)
 
     # ---- derived quantities in model space ----
     @property
@@ -84,9 +101,12 @@ class Attacker:
         return max(self.step_size_pixels, self.epsilon / n) * PIXEL_SCALE
 
     def describe(self):
-        return "%s(eps=%g, step=%g, iter=%d, %s, loss=%s)" % (
+        extra = "" if self.precision == "fp32" else ", %s" % self.precision
+        extra += ", loss_scale=%g" % self.loss_scale if self.loss_scale else ""
+        extra += ", xla" if self.xla else ""
+        return "%s(eps=%g, step=%g, iter=%d, %s, loss=%s%s)" % (
             self.name, self.epsilon, self.step / PIXEL_SCALE, self.num_iter,
-            "targeted" if self.targeted else "untargeted", self.loss)
+            "targeted" if self.targeted else "untargeted", self.loss, extra)
 
     # ---- the three verbs ----
     def random_start(self, clean):
@@ -119,22 +139,37 @@ class Attacker:
         """Per-image value the attacker maximises."""
         return losses.attack_objective(self.loss, logits, label, target, self.targeted)
 
+    def gradient(self, adv, label, target, model_fn, backoff):
+        """(float32 gradient of the summed objective w.r.t. ``adv``, the network run in
+        ``self.precision``; next ``backoff``). In low precision an image with a non-finite
+        gradient gets 0; ``backoff`` [B]: per-image loss-scale reduction (attacks/precision.py)."""
+        logits = low_precision_logits(model_fn, adv, PRECISIONS[self.precision])
+        obj = self.objective(logits, label, target)
+        if self.precision == "fp32":
+            return tf.gradients(tf.reduce_sum(obj), adv)[0], backoff
+        if self.loss_scale:
+            return scaled_input_gradient(obj, logits, adv, self.loss_scale, backoff)
+        return zero_non_finite(tf.gradients(tf.reduce_sum(obj), adv)[0])[0], backoff
+
     def perturb(self, clean, label, target, model_fn):
         """One run of the attack from one start; returns the adversarial images."""
         if self.num_iter == 0 or self.eps == 0:
             return clean
         adv0 = self.random_start(clean)
 
-        def body(i, adv, state):
-            logits = model_fn(adv)
-            obj = tf.reduce_sum(self.objective(logits, label, target))
-            grad = tf.gradients(obj, adv)[0]
-            adv, state = self.step_fn(adv, grad, state)
-            return i + 1, self.project(adv, clean), state
+        def body(i, adv, state, backoff):
+            # XLA: every op of the iteration carries _XlaCompile (graph mode's jit_scope; the
+            # gradient ops inherit it). tf.xla.experimental.compile of this body was tried
+            # and gave wrong images in the training tower (TF 2.15.1, CPU): docs/PERFORMANCE.md.
+            with tf.xla.experimental.jit_scope() if self.xla else contextlib.nullcontext():
+                grad, backoff = self.gradient(adv, label, target, model_fn, backoff)
+                adv, state = self.step_fn(adv, grad, state)
+                adv = self.project(adv, clean)
+            return i + 1, adv, state, backoff
 
-        _, adv, _ = tf.compat.v1.while_loop(
-            lambda i, adv, state: i < self.num_iter, body,
-            [tf.constant(0), adv0, self.init_state(clean)],
+        _, adv, _, _ = tf.compat.v1.while_loop(
+            lambda i, adv, state, backoff: i < self.num_iter, body,
+            [tf.constant(0), adv0, self.init_state(clean), tf.zeros(tf.shape(clean)[:1])],
             back_prop=False, parallel_iterations=1, name="attack_loop")
         return adv
 

@@ -6,14 +6,14 @@ import os
 
 import numpy as np
 import tensorflow as tf
-from tensorpack.callbacks import Callback, Inferencer
+from tensorpack.callbacks import Callback, Inferencer, ModelSaver
 from tensorpack.callbacks.monitor import MonitorBase
 from tensorpack.utils import logger
 
 from attacks import METRICS
 
-from . import checkpoint
-from .dist import SumAcrossRanks
+from . import checkpoint, faults
+from .dist import SumAcrossRanks, horovod, rank_and_size
 
 
 def binomial_ci95(rate, n):
@@ -108,21 +108,180 @@ class JSONLinesWriter(MonitorBase):
 
 class ExportNpz(Callback):
     """Writes the model weights in the released checkpoints' ``.npz`` format (with the
-    architecture recorded) after training, atomically; loadable by eval.py."""
+    architecture recorded) after training, atomically; loadable by eval.py.
+
+    Only a run that reached its last epoch exports: tensorpack calls ``_after_train`` also
+    when training fails, and a diverged (NaN) or interrupted run must not leave its weights
+    behind as the final model (nor replace an earlier one)."""
 
     def __init__(self, path, arch_dict, every_epoch=False):
         self.path = path
         self.arch_dict = arch_dict
         self.every_epoch = every_epoch
+        self._finished = False
 
     def _export(self):
         params = checkpoint.session_params(self.trainer.sess, self.graph)
         checkpoint.save_npz(self.path, params, self.arch_dict)
         logger.info("Exported %d variables to %s" % (len(params), self.path))
 
+    def _before_train(self):
+        # a finished run started again trains nothing and exports its checkpoint's weights
+        self._finished = self.trainer.loop.starting_epoch > self.trainer.loop.max_epoch
+
     def _trigger_epoch(self):
+        if self.epoch_num >= self.trainer.loop.max_epoch:
+            self._finished = True
         if self.every_epoch:
             self._export()
 
     def _after_train(self):
-        self._export()
+        if self._finished:
+            self._export()
+        else:
+            logger.warn("Training stopped before its last epoch: %s not written" % self.path)
+
+
+class CheckpointSaver(ModelSaver):
+    """tensorpack's ModelSaver (the checkpoints a run resumes from), with a failed save
+    stopping the run. ModelSaver logs a failed save and trains on without checkpoints
+    (a full disk's ResourceExhaustedError is among the errors it swallows), and an
+    OutOfRangeError from the write (EFBIG, "File too large") reaches the trainer, which
+    takes it for the end of the input and stops as if training had finished. Here any
+    failure removes the write's partial files and raises CheckpointWriteError naming the
+    step, the reason and the last good checkpoint, which the failed write leaves intact
+    (TensorFlow writes to temporary files and renames them: fdenoise/checkpoint.py)."""
+
+    def _setup_graph(self):
+        super()._setup_graph()
+        variables = set()
+        for key in self.var_collections:
+            variables.update(tf.compat.v1.get_collection(key))
+        self._nbytes = sum(int(np.prod(v.shape.as_list())) * v.dtype.base_dtype.size for v in variables)
+
+    def _trigger(self):
+        step = self.global_step
+        try:
+            with faults.during_save(step, self._nbytes):
+                self.saver.save(tf.compat.v1.get_default_session(), self.path,
+                                global_step=tf.compat.v1.train.get_global_step(), write_meta_graph=False)
+        except (OSError, tf.errors.OpError) as e:
+            checkpoint.remove_partial_checkpoint_files(self.checkpoint_dir, log=logger.warn)
+            last = checkpoint.latest_valid_checkpoint(self.checkpoint_dir)
+            raise checkpoint.CheckpointWriteError(
+                "could not write the checkpoint of step %d in %s (%s); the last good checkpoint, %s, is intact: "
+                "free disk space (or fix the directory) and run the same command to resume" % (
+                    step, self.checkpoint_dir, _write_error_reason(e, self.checkpoint_dir),
+                    last or "none (no checkpoint written yet)")) from None
+        logger.info("Model saved to %s." % tf.train.latest_checkpoint(self.checkpoint_dir))
+
+
+def _write_error_reason(error, directory):
+    """The OS's words for a failed write ("No space left on device", "File too large")."""
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    lines = [x.strip() for x in getattr(error, "message", str(error)).splitlines() if x.strip()]
+    for line in lines:
+        if directory in line and "; " in line:
+            return line.rsplit("; ", 1)[-1]
+    return "%s: %s" % (type(error).__name__, lines[0] if lines else "")
+
+
+class RanksDiverged(RuntimeError):
+    pass
+
+
+class RankWeightsCheck(Callback):
+    """Sec. 5 trains with synchronized SGD: after Horovod's initial broadcast and with
+    averaged gradients, every rank must hold the same weights, yet only the chief writes
+    checkpoints. At the end of every epoch each rank takes, per trainable variable, an
+    exact checksum (the integer sum of its float32 bit patterns, independent of summation
+    order) and the float64 sum of its values; Horovod reduces both to their maximum and
+    minimum over the ranks. Recorded in the metrics: ``ranks/variables_differing`` (0 when
+    the ranks agree bit for bit) and ``ranks/weight_spread`` (the largest max - min of a
+    variable's sum, relative to its sum of absolute values). Any difference is warned
+    about; a relative spread above ``tolerance`` stops the run (RanksDiverged). With one
+    process it builds and records nothing."""
+    _chief_only = False
+
+    def __init__(self, tolerance=1e-3):
+        self.tolerance = tolerance
+
+    def _setup_graph(self):
+        _, self._size = rank_and_size()
+        if self._size < 2:
+            return
+        hvd = horovod()
+        variables = tf.compat.v1.trainable_variables()
+        self._names = [v.op.name for v in variables]
+        self._exact = np.array([v.dtype.base_dtype == tf.float32 for v in variables], dtype=bool)
+        with tf.name_scope("rank_weights_check"):
+            bits = tf.stack([tf.reduce_sum(tf.cast(tf.bitcast(tf.identity(v), tf.int32), tf.int64))
+                             if v.dtype.base_dtype == tf.float32 else tf.constant(0, tf.int64)
+                             for v in variables])
+            sums = tf.stack([tf.reduce_sum(tf.cast(v, tf.float64)) for v in variables])
+            abs_sums = tf.stack([tf.reduce_sum(tf.abs(tf.cast(v, tf.float64))) for v in variables])
+            self._fetches = [hvd.allreduce(bits, op=hvd.Max, name="bits_max"),
+                             hvd.allreduce(bits, op=hvd.Min, name="bits_min"),
+                             hvd.allreduce(sums, op=hvd.Max, name="sums_max"),
+                             hvd.allreduce(sums, op=hvd.Min, name="sums_min"), abs_sums]
+
+    def measure(self, sess):
+        """-> (names of the variables that differ between ranks, the largest relative spread,
+        the variable that has it). A collective: every rank must call it."""
+        bits_max, bits_min, sums_max, sums_min, abs_sums = sess.run(self._fetches)
+        # float32 variables by their exact checksum (float64 sums of identical values could
+        # still differ between machines of different kinds), others by their sums
+        differing = np.flatnonzero(np.where(self._exact, bits_max != bits_min, sums_max != sums_min))
+        relative = (sums_max - sums_min) / np.maximum(abs_sums, np.finfo(np.float64).tiny)
+        worst = int(np.argmax(relative)) if len(relative) else 0
+        return [self._names[i] for i in differing], float(relative[worst]) if len(relative) else 0.0, \
+            self._names[worst] if self._names else None
+
+    def judge(self, differing, spread, worst, when):
+        """Warn about any difference; RanksDiverged above the tolerance."""
+        if not differing:
+            return
+        message = ("%s the weights of %d of %d variables differ between the %d ranks (largest relative "
+                   "difference %.3g, in %s)" % (when, len(differing), len(self._names), self._size, spread, worst))
+        if spread > self.tolerance:
+            raise RanksDiverged(message + ": the ranks no longer train one model; check that every rank runs the "
+                                          "same code and flags, then resume from the last checkpoint")
+        logger.warn(message)
+
+    def _trigger_epoch(self):
+        if self._size < 2:
+            return
+        differing, spread, worst = self.measure(self.trainer.sess)
+        self.trainer.monitors.put_scalar("ranks/variables_differing", len(differing))
+        self.trainer.monitors.put_scalar("ranks/weight_spread", spread)
+        self.judge(differing, spread, worst, "after epoch %d" % self.epoch_num)
+
+
+class SkippedImagesStats(Callback):
+    """How many image files the input pipelines of this run skipped so far (unreadable,
+    truncated, corrupt: data/images.py), summed over ranks, as ``data/skipped_images`` in
+    the metrics of every epoch. Counts the files decoded in the training processes
+    themselves (evaluation, and training with one loader worker); with several loader
+    workers each worker process warns once per skipped file in the log."""
+    _chief_only = False
+
+    def _setup_graph(self):
+        self._reduce = SumAcrossRanks(1, name="sum_skipped_images")
+
+    def _trigger_epoch(self):
+        from data.images import skipped_files
+        total = self._reduce(self.trainer.sess, [skipped_files.num_files])[0]
+        self.trainer.monitors.put_scalar("data/skipped_images", int(total))
+
+
+class FaultInjection(Callback):
+    """The ``stall-after-step`` fault of fdenoise/faults.py (added only when FDENOISE_FAULT is set)."""
+    _chief_only = False
+
+    def _setup_graph(self):
+        self._rank = rank_and_size()[0]
+
+    def _trigger_step(self):
+        if faults.planned("stall-after-step", self.global_step, self._rank):
+            faults.stall(self.global_step, self._rank)

@@ -11,12 +11,13 @@ checkpoints, strict loading and atomic writing.
 """
 import json
 import os
+import re
 import tempfile
 import zipfile
 
 import numpy as np
 import tensorflow as tf
-from tensorpack.tfutils.sessinit import SessionInit
+from tensorpack.tfutils.sessinit import SaverRestore, SessionInit
 
 ARCH_KEY = "__arch__"
 ARCH_FILE = "arch.json"
@@ -26,6 +27,10 @@ NON_MODEL_PATTERNS = ("global_step", "learning_rate", "/Momentum", "EMA/", "loca
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used (one-line message unless it lists variables)."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint that could not be written (full disk, permissions); the previous one is intact."""
 
 
 # ---------------------------------------------------------------------------- reading
@@ -101,22 +106,25 @@ def model_variables(graph=None):
 
 
 def compare(params, graph_vars):
-    """-> (missing, unexpected, mismatched[(name, ckpt shape, graph shape)])."""
+    """-> (missing, unexpected, mismatched[(name, ckpt shape, graph shape)]). ``params``:
+    name -> array, or name -> shape."""
+    def shape(x):
+        return tuple(x.shape) if hasattr(x, "shape") else tuple(x)
     missing = sorted(set(graph_vars) - set(params))
     unexpected = sorted(set(params) - set(graph_vars))
-    mismatched = sorted((k, tuple(params[k].shape), tuple(graph_vars[k].shape.as_list()))
+    mismatched = sorted((k, shape(params[k]), tuple(graph_vars[k].shape.as_list()))
                         for k in set(params) & set(graph_vars)
-                        if tuple(params[k].shape) != tuple(graph_vars[k].shape.as_list()))
+                        if shape(params[k]) != tuple(graph_vars[k].shape.as_list()))
     return missing, unexpected, mismatched
 
 
-def format_mismatch(path, missing, unexpected, mismatched, limit=20):
+def format_mismatch(path, missing, unexpected, mismatched, limit=20,
+                    fix="pass the right --arch/--denoise flags, or the right checkpoint"):
     def clip(items):
         items = [str(i) for i in items]
         return items[:limit] + (["... (%d more)" % (len(items) - limit)] if len(items) > limit else [])
     lines = ["checkpoint %s does not fit the architecture: %d missing, %d unexpected, %d mis-shaped variables "
-             "(pass the right --arch/--denoise flags, or the right checkpoint)" % (
-                 path, len(missing), len(unexpected), len(mismatched))]
+             "(%s)" % (path, len(missing), len(unexpected), len(mismatched), fix)]
     if missing:
         lines.append("  missing: " + ", ".join(clip(missing)))
     if unexpected:
@@ -205,3 +213,118 @@ def session_params(sess, graph=None):
     names = sorted(variables)
     values = sess.run([variables[n] for n in names])
     return dict(zip(names, values))
+
+
+# ---------------------------------------------------------------------------- training checkpoints
+# tensorpack's ModelSaver writes them with tf.compat.v1.train.Saver (V2 format, not sharded).
+# TensorFlow 2.15 writes ``model-N.data-00000-of-00001`` and then ``model-N.index`` each to a
+# ``.tempstate<random>`` file that it renames, and only then rewrites the ``checkpoint``
+# state file through a ``checkpoint.tmp<hex>`` file and a rename (tests/test_reliability.py
+# checks this on the installed TensorFlow). A process killed mid-save therefore leaves the
+# previous checkpoint, and the state file naming it, intact; what it can leave behind is
+# temporaries and, killed between the two renames, a data file without its index. No
+# fsync precedes the renames, so a machine crash (not a process kill) can leave a named
+# checkpoint with short files: resuming checks the sizes and falls back to an older one.
+STATE_FILE = "checkpoint"
+_PREFIX_RE = re.compile(r"^(?P<prefix>.+-(?P<step>\d+))\.index$")
+
+
+def partial_checkpoint_files(directory):
+    """Files that a checkpoint write which died left in ``directory``."""
+    names = os.listdir(directory) if os.path.isdir(directory) else []
+    indexed = {n[: -len(".index")] for n in names if n.endswith(".index")}
+    partial = []
+    for n in names:
+        if ".tempstate" in n or n.startswith(STATE_FILE + ".tmp"):
+            partial.append(n)
+        elif ".data-" in n and n.split(".data-")[0] not in indexed:
+            partial.append(n)
+    return sorted(os.path.join(directory, n) for n in partial)
+
+
+def remove_partial_checkpoint_files(directory, log=None):
+    removed = []
+    for path in partial_checkpoint_files(directory):
+        try:
+            os.unlink(path)
+            removed.append(path)
+        except OSError:
+            pass
+    if removed and log:
+        log("Removed %d file(s) of an interrupted checkpoint write: %s" % (
+            len(removed), ", ".join(os.path.basename(p) for p in removed)))
+    return removed
+
+
+def checkpoint_problem(prefix):
+    """None if the TF checkpoint ``prefix`` is complete, else why not (one line).
+
+    Cheap enough for every rank: reads the index and compares the data files' total size
+    with the bytes of the tensors the index lists (a V2 bundle stores them unpadded)."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
+    except Exception as e:  # noqa: BLE001  (TF raises several kinds)
+        return "unreadable index (%s)" % str(e).splitlines()[0]
+    if any(dtypes[name] == tf.string for name in dtypes):
+        return None
+    expected = sum(int(np.prod(shapes[name], dtype=np.int64)) * dtypes[name].size for name in shapes)
+    directory, base = os.path.split(prefix)
+    data = [n for n in os.listdir(directory or ".") if n.startswith(base + ".data-") and ".tempstate" not in n]
+    size = sum(os.path.getsize(os.path.join(directory, n)) for n in data)
+    if size != expected:
+        return "data files hold %d bytes, the index lists %d" % (size, expected)
+    return None
+
+
+def training_checkpoints(directory):
+    """Prefixes of the complete-looking checkpoints in ``directory`` (an index file and a
+    global step in the name, or named by the state file), newest (highest step) first."""
+    found = {}
+    if os.path.isdir(directory):
+        for name in os.listdir(directory):
+            m = _PREFIX_RE.match(name)
+            if m and ".tempstate" not in name:
+                found[os.path.join(directory, m.group("prefix"))] = int(m.group("step"))
+    state = tf.train.get_checkpoint_state(directory) if os.path.isdir(directory) else None
+    if state is not None:
+        for i, path in enumerate(state.all_model_checkpoint_paths):
+            path = path if os.path.isabs(path) else os.path.join(directory, path)
+            if os.path.exists(path + ".index"):
+                found.setdefault(path, -1 - len(state.all_model_checkpoint_paths) + i)
+    return sorted(found, key=lambda p: -found[p])
+
+
+def latest_valid_checkpoint(directory, log=None):
+    """The newest complete checkpoint in ``directory`` (None if there is none); skipped
+    damaged ones are reported through ``log``."""
+    for prefix in training_checkpoints(directory):
+        problem = checkpoint_problem(prefix)
+        if problem is None:
+            return prefix
+        if log:
+            log("Checkpoint %s is damaged (%s); trying an older one" % (prefix, problem))
+    return None
+
+
+def point_state_file_at(directory, prefix):
+    """Make the ``checkpoint`` state file name ``prefix`` as the latest (atomic rewrite)."""
+    keep = [p for p in reversed(training_checkpoints(directory)) if checkpoint_problem(p) is None]
+    tf.compat.v1.train.update_checkpoint_state(directory, prefix, all_model_checkpoint_paths=keep)
+
+
+class ResumeRestore(SaverRestore):
+    """tensorpack's SaverRestore for resuming a run from its own checkpoint, made strict:
+    a checkpoint whose model variables do not fit the graph (a log directory reused with
+    other --arch/--denoise flags) fails with the list instead of restoring a part."""
+
+    def _setup_graph(self):
+        reader = tf.train.load_checkpoint(self.path)
+        shapes = {k: v for k, v in reader.get_variable_to_shape_map().items() if is_model_variable(k)}
+        missing, unexpected, mismatched = compare(shapes, model_variables())
+        if missing or unexpected or mismatched:
+            raise CheckpointError(format_mismatch(
+                self.path, missing, unexpected, mismatched,
+                fix="it was written by a run with other flags: resume with that run's flags, or pass another "
+                    "--logdir"))
+        super()._setup_graph()

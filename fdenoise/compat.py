@@ -12,6 +12,11 @@ test in ``tests/test_compat.py`` that fails without it.
    longer has (AttributeError before the first step; ../shared/reference/ENVIRONMENT.md).
    The ``tf`` that tensorpack's trainer module sees is given a fallback to ``tf.compat.v1``
    for names TensorFlow 2 removed; nothing else about TensorFlow changes.
+3. tensorpack's trainer reports a failed run with ``logger.error("Training failed at
+   global_step=", step)``: an argument without a ``%s``, so Python's logging prints
+   "--- Logging error ---" and a traceback to stderr on top of the real error (a diverged
+   loss, a failed checkpoint write). tensorpack's ``logger.error``/``warn``/``info`` are
+   made to join such extra arguments to the message instead.
 """
 import os
 import types
@@ -52,6 +57,24 @@ def _patch_tensorpack_trainers():
         trainers.tf = _TF2WithV1Fallback()
 
 
+def _tolerant(log):
+    def call(msg, *args, **kwargs):
+        if args and "%" not in str(msg):
+            msg, args = " ".join([str(msg)] + [str(a) for a in args]), ()
+        kwargs.setdefault("stacklevel", 2)   # log records name the caller, not this wrapper
+        return log(msg, *args, **kwargs)
+    call.tolerant = True
+    return call
+
+
+def _patch_tensorpack_logger():
+    from tensorpack.utils import logger
+    for name in ("error", "warn", "warning", "info"):
+        log = getattr(logger, name, None)
+        if log is not None and not getattr(log, "tolerant", False):
+            setattr(logger, name, _tolerant(log))
+
+
 def under_horovodrun():
     """True when this process was started by ``horovodrun`` (Gloo) or ``mpirun``."""
     keys = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
@@ -73,6 +96,7 @@ def apply():
         return
     tf.compat.v1.disable_eager_execution()
     _patch_tensorpack_trainers()
+    _patch_tensorpack_logger()
     _APPLIED = True
 
 

@@ -17,18 +17,71 @@ DATASET_DEFAULTS = {
 }
 
 
+class FlagError(ValueError):
+    """Flags that cannot work together or with this run (one line naming the flags and the fix)."""
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse, with a usage error reported as one line on stderr, ``prog: error: <the
+    flag and what is wrong> (...)``, and exit status 2. (argparse prints the whole usage
+    first, dozens of lines for these programs, which push the message out of sight.)"""
+
+    def error(self, message):
+        self.exit(2, "%s: error: %s (%s --help lists every flag)\n" % (self.prog, " ".join(str(message).split()),
+                                                                      self.prog))
+
+
+def _number(kind, text, what):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be %s, got %r" % (what, text)) from None
+
+
 def positive_int(text):
-    value = int(text)
+    value = _number(int, text, "an integer >= 1")
     if value < 1:
         raise argparse.ArgumentTypeError("must be >= 1, got %d" % value)
     return value
 
 
-def nonnegative_float(text):
-    value = float(text)
+def nonnegative_int(text):
+    value = _number(int, text, "an integer >= 0")
     if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0, got %d" % value)
+    return value
+
+
+def nonnegative_float(text):
+    value = _number(float, text, "a number >= 0")
+    if not value >= 0:   # also NaN
         raise argparse.ArgumentTypeError("must be >= 0, got %g" % value)
     return value
+
+
+def probability(text):
+    value = _number(float, text, "a number in [0, 1]")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be in [0, 1], got %g" % value)
+    return value
+
+
+def iteration_list(text):
+    """Comma-separated attack iteration counts >= 0 ("0,10,100"); returns the text."""
+    items = [x.strip() for x in str(text).split(",") if x.strip()]
+    if not items or not all(x.isdigit() for x in items):
+        raise argparse.ArgumentTypeError("must be comma-separated iteration counts >= 0 such as 0,10,100 "
+                                         "(0: clean), got %r" % (text,))
+    return text
+
+
+def epoch_list(text):
+    """Comma-separated epochs >= 0 ("35,70,95"); returns the text."""
+    items = [x.strip() for x in str(text).split(",") if x.strip()]
+    for x in items:
+        if not _number(float, x, "comma-separated epochs >= 0 such as 35,70,95") >= 0:
+            raise argparse.ArgumentTypeError("must be comma-separated epochs >= 0 such as 35,70,95, got %r" % text)
+    return text
 
 
 def add_arch_flags(parser):
@@ -63,6 +116,13 @@ def add_attack_flags(parser, default_iter=None):
                    help="step on the 0..255 scale; the step used is max(step, epsilon/iterations)")
     g.add_argument("--attack-loss", choices=("xent", "cw"), default="xent")
     g.add_argument("--untargeted", action="store_true", help="untargeted attack (default: targeted, Sec. 6)")
+    g.add_argument("--attack-precision", choices=("fp32", "fp16", "bf16"), default="fp32",
+                   help="precision of the attack iterations (weights stay float32; for GPUs). train.py: the "
+                        "training attack only, evaluation stays fp32; eval.py: its attacks")
+    g.add_argument("--attack-loss-scale", type=nonnegative_float, default=None,
+                   help="fp16 per-image loss-scale target (default 1024; 0: no scaling)")
+    g.add_argument("--attack-xla", action="store_true", help="compile each attack iteration with XLA (same scope "
+                                                             "as --attack-precision)")
     return g
 
 
@@ -96,10 +156,51 @@ def arch_from_args(args, dataset, image_size=None, num_classes=None, image_chann
     return spec.validate()
 
 
-def attacker_from_args(args, dataset, num_iter, prob_start_from_clean=0.0, restarts=1, seed=None):
+def attacker_from_args(args, dataset, num_iter, prob_start_from_clean=0.0, restarts=1, seed=None,
+                       precision_flags=False):
+    """``precision_flags``: apply --attack-precision/--attack-loss-scale/--attack-xla (train.py's
+    training attacker, eval.py's attackers); otherwise an fp32 attack without XLA."""
     defaults = DATASET_DEFAULTS[dataset]
+    fast = dict(precision=args.attack_precision, loss_scale=args.attack_loss_scale, xla=args.attack_xla) \
+        if precision_flags else {}
     eps = defaults["epsilon"] if args.attack_epsilon is None else args.attack_epsilon
     step = defaults["step_size"] if args.attack_step_size is None else args.attack_step_size
+    check_step_size(args.attack_step_size, step, eps, dataset)
     return make_attacker(args.attack, num_iter=num_iter, epsilon=eps, step_size=step,
                          targeted=not args.untargeted, loss=args.attack_loss,
-                         prob_start_from_clean=prob_start_from_clean, restarts=restarts, seed=seed)
+                         prob_start_from_clean=prob_start_from_clean, restarts=restarts, seed=seed, **fast)
+
+
+def check_step_size(given, step, eps, dataset):
+    """The attack step (0..255 scale) against epsilon. The step used is max(step,
+    epsilon/iterations) (Sec. 6.1: 1, and epsilon/10 = 1.6 for 10 iterations), and
+    epsilon/iterations never exceeds epsilon, so the used step exceeds epsilon exactly when
+    the step flag (or its default, when only epsilon was changed) does: every step would
+    then jump past the epsilon ball and be clipped back to its surface."""
+    from attacks import AttackError
+    if given is not None and not given > 0:
+        raise AttackError("--attack-step-size must be > 0 (0..255 scale), got %g: pass a positive step such as 1 "
+                          "(Sec. 6.1)" % given)
+    if eps > 0 and step > eps:
+        if given is None:
+            raise AttackError("--attack-epsilon %g is smaller than the default attack step %g for %s: also pass "
+                              "--attack-step-size <= %g, e.g. %g (epsilon/10)" % (eps, step, dataset, eps, eps / 10))
+        raise AttackError("--attack-step-size %g is larger than --attack-epsilon %g (0..255 scale), so every step "
+                          "would overshoot the epsilon ball: pass a step <= %g (Sec. 6.1: 1 at epsilon 16; the step "
+                          "used is max(step, epsilon/iterations), never above epsilon for a valid step)" % (
+                              step, eps, eps))
+
+
+def batch_per_worker(batch, total_batch, workers, default):
+    """Images per worker from --batch (per worker) or --total-batch (over all workers)."""
+    if total_batch is None:
+        return batch or default
+    if batch is not None:
+        raise FlagError("--batch (images per worker) and --total-batch (images over all workers) both given: "
+                        "pass only one of them")
+    if total_batch % workers:
+        lower, upper = total_batch // workers * workers, (total_batch // workers + 1) * workers
+        raise FlagError("--total-batch %d does not divide across %d workers: pass a multiple of %d (%s%d) or "
+                        "--batch (images per worker)" % (total_batch, workers, workers,
+                                                         "%d or " % lower if lower else "", upper))
+    return total_batch // workers

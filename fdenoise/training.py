@@ -8,16 +8,16 @@ from typing import Optional, Tuple
 
 import tensorflow as tf
 from tensorpack import HorovodTrainer, SimpleTrainer, TrainConfig, launch_train_with_config
-from tensorpack.callbacks import (EnableCallbackIf, EstimatedTimeLeft, InferenceRunner, MergeAllSummaries,
-                                  ModelSaver, MovingAverageSummary, ProgressBar, RunUpdateOps, ScalarPrinter,
+from tensorpack.callbacks import (CallbackFactory, EnableCallbackIf, EstimatedTimeLeft, InferenceRunner,
+                                  MergeAllSummaries, MovingAverageSummary, ProgressBar, RunUpdateOps, ScalarPrinter,
                                   TFEventWriter)
 from tensorpack.callbacks.monitor import JSONWriter
 from tensorpack.input_source import QueueInput
-from tensorpack.tfutils.sessinit import SaverRestore
 from tensorpack.utils import logger
 
-from . import checkpoint
-from .callbacks import (DistributedClassificationStats, ExportNpz, JSONLinesWriter, StopOnNonFiniteLoss)
+from . import checkpoint, faults
+from .callbacks import (CheckpointSaver, DistributedClassificationStats, ExportNpz, FaultInjection, JSONLinesWriter,
+                        RankWeightsCheck, SkippedImagesStats, StopOnNonFiniteLoss)
 from .compat import under_horovodrun
 from .dist import horovod, rank_and_size
 from .model import AdvModel
@@ -56,14 +56,23 @@ def make_trainer():
     return SimpleTrainer()
 
 
-def find_resume_point(logdir, steps_per_epoch):
-    """(checkpoint prefix, starting epoch) of the newest checkpoint in ``logdir``.
+def find_resume_point(logdir, steps_per_epoch, is_chief=True):
+    """(checkpoint prefix, starting epoch) of the newest complete checkpoint in ``logdir``.
 
     The epoch comes from the checkpoint's own global step, so a run killed between writing
-    the checkpoint and the epoch's statistics resumes consistently."""
-    prefix = tf.train.latest_checkpoint(logdir) if os.path.isdir(logdir) else None
+    the checkpoint and the epoch's statistics resumes consistently. A damaged checkpoint
+    (short files after a machine crash) is skipped for an older one; the chief removes
+    what an interrupted write left behind and points the ``checkpoint`` state file at the
+    one chosen. Every rank makes the same choice from the same files."""
+    if not os.path.isdir(logdir):
+        return None, 1
+    if is_chief:
+        checkpoint.remove_partial_checkpoint_files(logdir, log=logger.warn)
+    prefix = checkpoint.latest_valid_checkpoint(logdir, log=logger.warn)
     if prefix is None:
         return None, 1
+    if is_chief and os.path.normpath(tf.train.latest_checkpoint(logdir) or "") != os.path.normpath(prefix):
+        checkpoint.point_state_file_at(logdir, prefix)
     step = int(tf.train.load_checkpoint(prefix).get_tensor("global_step"))
     return prefix, step // steps_per_epoch + 1
 
@@ -82,9 +91,11 @@ def build_config(plan, arch, train_attacker, train_flow, eval_flow_fn, rank):
         StopOnNonFiniteLoss(checkpoint_dir=plan.logdir),
         EstimatedTimeLeft(),
     ]
+    if faults.enabled():
+        callbacks.append(FaultInjection())
     if is_chief:
         callbacks += [
-            ModelSaver(max_to_keep=plan.keep_checkpoints, checkpoint_dir=plan.logdir),
+            CheckpointSaver(max_to_keep=plan.keep_checkpoints, checkpoint_dir=plan.logdir),
             ExportNpz(os.path.join(plan.logdir, "model-final.npz"), arch.to_dict()),
         ]
     for ev in plan.evals:
@@ -95,6 +106,7 @@ def build_config(plan, arch, train_attacker, train_flow, eval_flow_fn, rank):
             return self.epoch_num % ev.every == 0 or self.epoch_num > plan.epochs - ev.last
 
         callbacks.append(EnableCallbackIf(runner, due))
+    callbacks += [SkippedImagesStats(), RankWeightsCheck()]
 
     monitors = []
     if is_chief:
@@ -105,10 +117,10 @@ def build_config(plan, arch, train_attacker, train_flow, eval_flow_fn, rank):
     if plan.load:
         params, _ = checkpoint.read_checkpoint(plan.load)
         session_init = checkpoint.StrictRestore(params, plan.load)
-    resume_prefix, starting_epoch = find_resume_point(plan.logdir, plan.steps_per_epoch)
+    resume_prefix, starting_epoch = find_resume_point(plan.logdir, plan.steps_per_epoch, is_chief)
     if resume_prefix is not None:
         logger.info("Resuming from %s at epoch %d" % (resume_prefix, starting_epoch))
-        session_init = SaverRestore(resume_prefix)
+        session_init = checkpoint.ResumeRestore(resume_prefix)
 
     return TrainConfig(
         model=model, data=QueueInput(train_flow), callbacks=callbacks, monitors=monitors,
@@ -132,7 +144,23 @@ def write_run_info(logdir, arch, plan, extra):
 def train(plan, arch, train_attacker, train_flow, eval_flow_fn, extra_info=None):
     rank, size = rank_and_size()
     trainer = make_trainer()
-    if rank == 0:
-        write_run_info(plan.logdir, arch, plan, dict(extra_info or {}, workers=size))
     config = build_config(plan, arch, train_attacker, train_flow, eval_flow_fn, rank)
-    launch_train_with_config(config, trainer)
+    # recorded once the session is initialised, so that a run refused at its start (say,
+    # a log directory of another architecture) leaves the record of the run it holds
+    config.callbacks.append(CallbackFactory(before_train=lambda _: write_run_info(
+        plan.logdir, arch, plan, dict(extra_info or {}, workers=size))))
+    try:
+        launch_train_with_config(config, trainer)
+    finally:
+        wait_for_input_thread(config.data)
+
+
+def wait_for_input_thread(input_source, timeout=30):
+    """tensorpack's QueueInput decodes and enqueues in a daemon thread, which ends at its
+    next enqueue once training has closed the session. A program that exits while the
+    thread is inside OpenCV's decoder is aborted by Python's shutdown ("terminate called
+    without an active exception", SIGABRT): a finished run would exit with status -6.
+    So the thread is waited for first."""
+    thread = getattr(input_source, "thread", None)
+    if thread is not None and thread.is_alive():
+        thread.join(timeout)

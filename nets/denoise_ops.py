@@ -246,7 +246,9 @@ def _bilateral(x, spec, data_format, gaussian):
     logits = tf.stack([tf.reduce_sum(query * k, axis=axis) for k in keys], axis=-1)
     if gaussian:
         logits = logits * (1.0 / math.sqrt(d))
-        logits = logits + (valid - 1.0) * 1e9        # -inf outside the map
+        # the lowest finite value outside the map (exp gives 0); not "+ (valid - 1) * 1e9":
+        # 1e9 is inf in fp16 (attacks/precision.py) and 0 * inf is NaN
+        logits = tf.where(valid > 0, logits, tf.constant(logits.dtype.min, logits.dtype))
         weights = tf.nn.softmax(logits, axis=-1)
     else:
         weights = logits * valid / tf.reduce_sum(valid, axis=-1, keepdims=True)

@@ -27,14 +27,16 @@ for arg in "$@"; do
 done
 
 step() { echo "[setup] $*"; }
-# pip, minus the noise of this machine's optional local package folders.
+# pip, quiet unless it fails (then minus the noise of this machine's optional local package folders).
 # (Always called as `pip_quiet ... || fail ...`, so set -e does not stop it early.)
 pip_quiet() {
   local log rc
   log="$(mktemp)"
   "$PY" -m pip "$@" >"$log" 2>&1
   rc=$?
-  grep -v "is ignored: it is neither a file nor a directory" "$log" || true
+  # On success pip's output is only warnings (setuptools' editable-install banner and the
+  # like); on failure it is the reason, so show it.
+  [ "$rc" -eq 0 ] || grep -v "is ignored: it is neither a file nor a directory" "$log" || true
   rm -f "$log"
   return "$rc"
 }
@@ -96,7 +98,7 @@ fi
 
 # ---- 4. this project, editable --------------------------------------------------------
 if ! "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('fdenoise') is None)" 2>/dev/null \
-   || [ ! -f "$VENV/.project-stamp" ]; then
+   || [ ! -f "$VENV/.project-stamp" ] || [ "$ROOT/setup.cfg" -nt "$VENV/.project-stamp" ]; then
   step "4/5 installing this project (editable)"
   (cd "$ROOT" && pip_quiet install -q --no-deps --no-build-isolation -e .) || fail "4/5 pip install -e ."
   touch "$VENV/.project-stamp"

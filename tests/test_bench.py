@@ -10,3 +10,56 @@ def test_step_time_benchmark_writes_json(tmp_path):
     rows = json.loads((tmp_path / "b.json").read_text())
     assert [r["arch"] for r in rows] == ["S14-w4", "S14-w4-nonlocal"]
     assert all(r["seconds_per_step"] > 0 and r["images_per_second"] > 0 for r in rows)
+
+
+def test_bench_run_tiny_writes_json_and_markdown(tmp_path):
+    """`python -m bench.run --tiny` (tiny nets, one process): every section in the JSON, the
+    Markdown report regenerated with a section it does not generate kept."""
+    md = tmp_path / "PERFORMANCE.md"
+    md.write_text("# Old title\n\nold text\n\n## Networks\n\nold table\n\n"
+                  "## Mixed precision and XLA for the attack\n\nkept text\n")
+    run([PYTHON, "-m", "bench.run", "--tiny", "--json-out", tmp_path / "bench.json", "--markdown", md], timeout=300)
+    res = json.loads((tmp_path / "bench.json").read_text())
+    for key in ("meta", "conventions", "reference", "complexity", "nets", "keras", "adv_step_ratio", "loop_overhead",
+                "denoise_overhead", "bn_gradient_ablation", "dot_order", "pipeline", "query_block", "horovod",
+                "mixed_precision", "targets", "errors"):
+        assert key in res, key
+    assert res["errors"] == []
+    assert {"date", "commit", "command", "machine"} <= set(res["meta"])
+    assert res["reference"]["gflops"] > 0
+    whats = {(r["label"], r["what"]) for r in res["nets"]}
+    assert {("S14-w4", w) for w in ("forward", "attack", "unrolled", "train_clean", "train_adv")} <= whats
+    for r in res["nets"]:
+        assert r["seconds"] > 0 and r["images_per_second"] > 0 and r["gflops"] > 0 and r["peak_rss_mb"] > 0
+        assert 0 < r["fraction_of_matmul"]
+    assert res["adv_step_ratio"][0]["ratio"] > 0
+    assert res["loop_overhead"][0]["label"] == "S14-w4"
+    assert res["bn_gradient_ablation"][0]["label"] == "S14-w4" and res["bn_gradient_ablation"][0]["speedup"] > 0
+    assert res["denoise_overhead"] and all(d["flop_ratio"] > 1 for d in res["denoise_overhead"])
+    blocks = [b for v in res["dot_order"].values() for b in v]
+    assert blocks and all(b["cheaper"] for b in blocks)
+    full, blocked = res["query_block"]
+    assert full["query_block"] == 0 and blocked["query_block"] > 0
+    assert blocked["max_rel_diff_y"] < 1e-5 and blocked["max_rel_diff_grad"] < 1e-4
+    assert res["pipeline"]["images_per_second"] > 0
+    assert res["horovod"] == {"skipped": True}
+    assert res["mixed_precision"]["status"].startswith(("measured", "not measured"))
+    assert {t["status"] for t in res["targets"]} <= {"pass", "miss", "not measured"}
+    text = md.read_text()
+    assert text.startswith("# Performance\n") and "old table" not in text and "Old title" not in text
+    assert "## Targets" in text and "## Networks" in text and "S14-w4" in text
+    assert text.count("## Mixed precision and XLA for the attack") == 1 and "kept text" in text
+
+
+def test_scaling_model():
+    from bench.run import SCALING_ASSUMPTIONS, ring_allreduce_seconds, scaling, v100_step_seconds
+    # 52 h for 110 epochs of ImageNet at 128 x 32 images per step
+    assert abs(v100_step_seconds() - 52 * 3600 / (110 * 1281167 / 4096)) < 1e-9
+    assert ring_allreduce_seconds(1, 1e9, 1e9, 1e-3, 1) == 0
+    # 2(n-1)/n x bytes / bandwidth + 2(n-1) x buffers x latency
+    assert abs(ring_allreduce_seconds(4, 8e8, 1e9, 1e-3, 2) - (1.5 * 0.8 + 6 * 2 * 1e-3)) < 1e-12
+    sc = scaling({"bytes": 240e6, "fusion_threshold_bytes": 128 * 2 ** 20, "seconds": 0.5}, 100.0)
+    assert sc["fused_buffers"] == 2 and [r["workers"] for r in sc["rows"]] == [2, 8, 32, 128]
+    eff = [r["efficiency_v100"] for r in sc["rows"]]
+    assert all(0 < e < 1 for e in eff) and eff == sorted(eff, reverse=True)
+    assert sc["assumptions"] == SCALING_ASSUMPTIONS

@@ -102,3 +102,19 @@ def test_nchw_conv_and_max_pool_run_in_process():
     np.testing.assert_array_equal(
         gpool, (expected == expected.reshape(1, 5, 3, 2, 3, 2).max(axis=(3, 5))
                 .repeat(2, axis=2).repeat(2, axis=3)).astype(np.float32))
+
+
+def test_tensorpack_failure_message_is_logged_without_a_logging_error():
+    """tensorpack's main loop logs a failed run with logger.error("...=", step): without the
+    workaround Python's logging prints '--- Logging error ---' and a traceback."""
+    code = """
+        {imp}
+        from tensorpack.utils import logger
+        logger.error("Training failed at global_step=", 6)
+        print("LOGGED_OK")
+    """
+    without = _python(code.format(imp=""))
+    assert "--- Logging error ---" in without.stdout and "Traceback" in without.stdout
+    with_fix = _python(code.format(imp="import fdenoise"))
+    assert "LOGGED_OK" in with_fix.stdout and "Training failed at global_step= 6" in with_fix.stdout
+    assert "Logging error" not in with_fix.stdout and "Traceback" not in with_fix.stdout

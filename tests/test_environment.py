@@ -79,3 +79,16 @@ def test_two_rank_horovod_trainer(tmp_path):
     w_alone, _ = _softmax_regression_step(r0["W0"].astype(np.float64), r0["b0"].astype(np.float64),
                                           r0["x0"].astype(np.float64), r0["y0"], 0.5)
     assert not np.allclose(r0["W1"], w_alone, atol=1e-4)
+    # fdenoise's RankWeightsCheck (issue 9): ranks in step after the epoch ...
+    for r in (r0, r1):
+        assert float(r["train_variables_differing"]) == 0 and float(r["train_weight_spread"]) == 0
+        assert list(r["check_0_differing"]) == [] and str(r["check_0_verdict"]) == "ok"
+    # ... and it sees one element of rank 1's W changed, on both ranks: a warning for 1e-6,
+    # a stop above its tolerance (1e-4 relative) for 1e-2
+    for r in (r0, r1):
+        assert list(r["check_1e-06_differing"]) == ["W"] and str(r["check_1e-06_verdict"]) == "ok"
+        assert 0 < float(r["check_1e-06_spread"]) < 1e-4
+        assert list(r["check_0.01_differing"]) == ["W"] and float(r["check_0.01_spread"]) > 1e-4
+        assert "differ between the 2 ranks" in str(r["check_0.01_verdict"])
+    expected = 1e-2 / np.abs(r0["W%d" % (steps - 1)].astype(np.float64)).sum()
+    assert float(r0["check_0.01_spread"]) == pytest.approx(expected, rel=1e-3)

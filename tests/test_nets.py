@@ -303,3 +303,33 @@ def test_nchw_matches_nhwc(denoise):
     assert np.abs(nhwc[0] - nhwc[1]).max() > 1e-2, "logits do not depend on the image"
     np.testing.assert_allclose(nchw, nhwc, rtol=1e-4, atol=1e-4)
 
+
+
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("training", [False, True], ids=["frozen", "training"])
+def test_batchnorm_gradient_equals_tensorflows(data_format, training):
+    """nets.denoise_block.batchnorm's gradient (one multiply for frozen BN, bench/ issue 8)
+    equals TensorFlow's FusedBatchNormGradV3 for the input, gamma and beta."""
+    from tensorpack.models import BatchNorm
+    from tensorpack.tfutils.argscope import argscope
+    from nets.denoise_block import batchnorm
+    rng = np.random.RandomState(0)
+    shape = [3, 4, 5, 5] if data_format == "NCHW" else [3, 5, 5, 4]
+    with tf.Graph().as_default() as graph:
+        x = tf.constant(rng.standard_normal(shape).astype(np.float32))
+        w = tf.constant(rng.standard_normal(shape).astype(np.float32))
+        with TowerContext("", is_training=True), argscope(BatchNorm, training=training):
+            ours = batchnorm(x, data_format, name="bn")
+            with tfv1.variable_scope(tfv1.get_variable_scope(), reuse=True):
+                theirs = BatchNorm("bn", x, data_format=data_format)    # TensorFlow's own gradient
+        params = tfv1.trainable_variables()
+        grads = [tf.gradients(tf.reduce_sum(y * w), [x] + params) for y in (ours, theirs)]
+        bn_grads = [op for op in graph.get_operations() if op.type.startswith("FusedBatchNormGrad")]
+        assert len(bn_grads) == (2 if training else 1)
+        with make_session(graph) as sess:
+            sess.run(tfv1.global_variables_initializer())
+            for v in tfv1.global_variables():
+                sess.run(v.assign(rng.uniform(0.5, 1.5, v.shape.as_list()).astype(np.float32)))
+            a, b = sess.run(grads)
+    for p, q in zip(a, b):
+        np.testing.assert_allclose(p, q, rtol=1e-5, atol=1e-5)

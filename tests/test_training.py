@@ -125,6 +125,9 @@ def test_two_rank_training_and_distributed_evaluation(tmp_path):
     lines = [json.loads(x) for x in (logdir / "metrics.jsonl").read_text().splitlines()]
     clean_rank_sum = lines[-1]
     assert clean_rank_sum["clean/num_images"] == 40   # two shards of 20, summed
+    # the two ranks hold the same weights bit for bit after the epoch (fdenoise.callbacks.RankWeightsCheck,
+    # which tests/test_environment.py shows detecting a one-element difference)
+    assert clean_rank_sum["ranks/variables_differing"] == 0 and clean_rank_sum["ranks/weight_spread"] == 0
     # the same 40 images in one process, with the weights the two ranks trained
     out = run([PYTHON, REPO / "eval.py", "--load", logdir / "model-final.npz", "--data", fmnist,
                "--attack-iter", "0", "--limit", "40", "--json-out", tmp_path / "e.json", "--quiet"])
@@ -140,6 +143,7 @@ def test_a_diverging_run_stops_with_the_step_and_the_last_checkpoint(tmp_path):
     keeping the checkpoint of the last finished epoch."""
     logdir = tmp_path / "nan"
     _train(logdir, "--epochs", "1")                        # one good epoch, checkpoint model-3
+    final = (logdir / "model-final.npz").read_bytes()
     proc = run([PYTHON, REPO / "train.py", "--fake"] + TINY +
                ["--logdir", logdir, "--epochs", "4", "--base-lr", "1e30"],
                check=False, timeout=300)
@@ -148,6 +152,9 @@ def test_a_diverging_run_stops_with_the_step_and_the_last_checkpoint(tmp_path):
     assert len(line) == 1 and ("became nan" in line[0] or "became inf" in line[0]), proc.stdout[-3000:]
     assert "model-3" in line[0]
     assert _checkpoint_step(logdir)[0] == 3
+    # the diverged weights are not exported over the finished run's final model (issue 9)
+    assert (logdir / "model-final.npz").read_bytes() == final
+    assert "Logging error" not in proc.stdout and "Traceback" not in proc.stdout
 
 
 def test_imagenet_training_path_end_to_end(tmp_path):

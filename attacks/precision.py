@@ -1,0 +1,93 @@
+"""Low-precision (fp16 / bf16) attack iterations and their loss scaling (issue 4).
+
+The release notes of the original report that an fp16 + XLA attack roughly halved training
+time at a cost of about 3 points of robustness (../shared/reference/README.md); the paper
+(Sec. 5) itself trains with an fp32 attack. So this is an option, off by default, for the
+attack iterations only: the SGD step and every evaluation stay in fp32.
+
+How the network runs in low precision without new variables: the model is called on the
+image cast to fp16/bf16 inside a ``variable_scope`` whose custom getter asks for the
+existing float32 variable (same name, same object, so checkpoints are unaffected and the
+attack reads the training tower's weights) and returns its cast. tf.layers and tensorpack
+request variables in the input's dtype; BatchNorm requests float32 parameters for fp16 and
+bf16 inputs (Keras' mixed-precision rule) and runs the fused kernel with float32 statistics,
+so inference-mode BN stays numerically the fp32 computation. The logits are cast back to
+float32 before the loss.
+
+Loss scaling (fp16 only): fp16's smallest positive value is 6e-8, and the gradient of the
+cross-entropy of a confidently classified image with respect to its logits is easily
+below it (it is p - onehot), so the whole input gradient of such an image would underflow
+to 0 and PGD would not move it. The attack's images are independent (BN in inference
+mode), so each image gets its own scale: a power of two s_i that brings the largest
+entry of its float32 logit gradient to between ``loss_scale``/2 and ``loss_scale``, i.e. the
+backward pass through the network starts from the gradient of sum_i s_i L_i. The input gradient is divided by s_i in
+float32 afterwards (exact: powers of two), so every attacker sees the gradient it would
+see unscaled (sign steps are scale-invariant anyway; MI-FGSM's L1 normalisation too).
+An image whose gradient is still not finite (an overflow in the fp16 backward) gets a zero
+gradient for that iteration (PGD leaves it where it is, rather than making it NaN) and
+continues with a 256x smaller scale (``OVERFLOW_BACKOFF``, carried per image through the
+attack loop): dynamic loss scaling, per image, without the growth phase, which attacks of
+a few dozen iterations do not need since the scale is re-fitted to each gradient anyway.
+bf16 has fp32's exponent range and needs no scaling.
+"""
+import contextlib
+
+import tensorflow as tf
+
+tfv1 = tf.compat.v1
+
+PRECISIONS = {"fp32": tf.float32, "fp16": tf.float16, "bf16": tf.bfloat16}
+# The default target of the per-image scale: the backward starts from a gradient whose
+# largest entry is 2^10, leaving 2^10..2^6 of head-room below fp16's maximum (65504) for
+# the growth of gradients through the network, and 2^34 above its smallest subnormal.
+DEFAULT_FP16_LOSS_SCALE = 2.0 ** 10
+OVERFLOW_BACKOFF = 8.0     # log2 of the factor an overflowing image's scale is divided by
+
+
+def _cast_getter(dtype):
+    def cast_getter(getter, name, *args, **kwargs):
+        if kwargs.get("dtype") is not None and tf.as_dtype(kwargs["dtype"]).base_dtype == dtype:
+            kwargs["dtype"] = tf.float32
+            return tf.cast(getter(name, *args, **kwargs), dtype)
+        return getter(name, *args, **kwargs)
+    return cast_getter
+
+
+@contextlib.contextmanager
+def cast_variables_to(dtype):
+    """Variables requested in ``dtype`` are the float32 ones, read through a cast."""
+    with tfv1.variable_scope(tfv1.get_variable_scope(), custom_getter=_cast_getter(dtype)):
+        yield
+
+
+def low_precision_logits(model_fn, images, dtype):
+    """float32 logits of ``model_fn`` run in ``dtype`` (float32: the plain call)."""
+    if dtype == tf.float32:
+        return model_fn(images)
+    with cast_variables_to(dtype):
+        logits = model_fn(tf.cast(images, dtype))
+    return tf.cast(logits, tf.float32)
+
+
+def scaled_input_gradient(objective, logits, images, loss_scale, backoff):
+    """d sum(objective) / d images with per-image power-of-two loss scaling (see above).
+
+    ``objective`` [B] and ``logits`` [B, K] are float32, ``logits`` the cast of the
+    low-precision network's output; ``backoff`` [B] the per-image log2 reduction of the
+    scale so far (0 at the start). Returns (gradient, backoff for the next iteration)."""
+    g_logits = tf.gradients(tf.reduce_sum(objective), logits)[0]
+    peak = tf.reduce_max(tf.abs(g_logits), axis=1)
+    exponent = tf.floor(tf.math.log(loss_scale / tf.maximum(peak, 1e-30)) / tf.math.log(2.0)) - backoff
+    scale = tf.pow(2.0, tf.clip_by_value(exponent, -100.0, 100.0))
+    grad = tf.gradients(logits, images, grad_ys=g_logits * scale[:, None])[0]
+    grad = grad / tf.reshape(scale, [-1] + [1] * (grad.shape.ndims - 1))
+    grad, finite = zero_non_finite(grad)
+    return grad, tf.where(finite, backoff, backoff + OVERFLOW_BACKOFF)
+
+
+def zero_non_finite(grad):
+    """(gradient with non-finite images zeroed, finite [B] bool)."""
+    axes = list(range(1, grad.shape.ndims))
+    finite = tf.reduce_all(tf.math.is_finite(grad), axis=axes)
+    mask = tf.reshape(finite, [-1] + [1] * len(axes))
+    return tf.where(tf.broadcast_to(mask, tf.shape(grad)), grad, tf.zeros_like(grad)), finite
