@@ -38,6 +38,9 @@ def parse_args(argv=None):
     g.add_argument("--json-out", default=None, help="write the results as JSON")
     g.add_argument("--plot-out", default=None, help="robustness curve (PNG) when several strengths are given")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--save-adversarial", default=None, metavar="DIR",
+                   help="save the adversarial images as DIR/<attack>/<index>.png with DIR/labels.txt "
+                        "(black-box transfer, Sec. 6.2; single process only)")
     g = p.add_argument_group("black-box (Sec. 6.2)")
     g.add_argument("--eval-directory", default=None, help="predict every image in this directory")
     g.add_argument("--prediction-file", default=None, help="write 'filename,label' lines here")
@@ -86,6 +89,17 @@ def read_labels(path):
                 raise DataError("%s line %d is not 'filename,label': fix the labels file" % (path, lineno))
             labels[parts[0]] = int(parts[1])
     return labels
+
+
+def attacker_keys(directories):
+    """Short unique names for attacker directories: the last path component, or as many
+    trailing components as it takes to tell them apart (``a/pgd10`` vs ``b/pgd10``)."""
+    parts = [os.path.normpath(d).split(os.sep) for d in directories]
+    for depth in range(1, max(len(p) for p in parts) + 1):
+        keys = ["/".join(p[-depth:]) for p in parts]
+        if len(set(keys)) == len(keys):
+            return keys
+    return [os.path.normpath(d) for d in directories]
 
 
 def predict_directory(predictor, directory, batch, progress):
@@ -168,9 +182,9 @@ def main(argv=None):
                     raise DataError("--all-or-nothing needs --labels FILE with the true 'filename,label' lines")
                 truth = read_labels(args.labels)
                 per_attacker = {}
-                for directory in args.all_or_nothing:
+                for directory, key in zip(args.all_or_nothing, attacker_keys(args.all_or_nothing)):
                     names, logits = predict_directory(predictor, directory, batch, not args.quiet)
-                    per_attacker[os.path.basename(directory.rstrip("/"))] = dict(
+                    per_attacker[key] = dict(
                         zip(names, (int(p) for p in logits.argmax(axis=1))))
                 res = evaluation.all_or_nothing(truth, per_attacker)
                 out["all_or_nothing"] = res
@@ -193,8 +207,17 @@ def main(argv=None):
             batch = args.batch or (50 if dataset == "imagenet" else 250)
             flow = source.eval_flow(batch, rank, size, limit=args.limit)
             evaluator = evaluation.WhiteBoxEvaluator(arch, attackers, params, args.load, seed=args.seed)
+            writer = None
+            if args.save_adversarial:
+                if size > 1:
+                    raise DataError("--save-adversarial runs in one process: drop horovodrun for it")
+                writer = evaluation.AdversarialWriter(args.save_adversarial, attackers)
             results = evaluator.run(flow, total_batches=evaluation.ceil_div(
-                source.num_eval(args.limit), batch * size), progress=(rank == 0 and not args.quiet))
+                source.num_eval(args.limit), batch * size), progress=(rank == 0 and not args.quiet),
+                writer=writer)
+            if writer:
+                writer.close()
+                print("wrote %d adversarial images per attack to %s" % (writer.count, args.save_adversarial))
             out["white_box"] = results
             if rank == 0:
                 print(evaluation.format_table(results, list(attackers)))

@@ -11,7 +11,7 @@ import tensorflow as tf
 from tensorpack.tfutils.tower import PredictTowerContext, TowerContext
 from tqdm import tqdm
 
-from attacks import METRICS, to_model_space
+from attacks import METRICS, PIXEL_SCALE, to_model_space
 
 from . import checkpoint
 from .callbacks import binomial_ci95
@@ -46,24 +46,30 @@ class WhiteBoxEvaluator:
             s, c = arch.image_size, arch.image_channels
             self.image = tfv1.placeholder(tf.uint8, [None, s, s, c], name="input")
             self.label = tfv1.placeholder(tf.int32, [None], name="label")
-            self.fetches = {}
+            self.fetches, self.adv_images = {}, {}
             for name in self.attackers:
                 with PredictTowerContext(name):
                     model.build_graph(self.image, self.label)
                     g = tfv1.get_default_graph()
                     self.fetches[name] = [g.get_tensor_by_name("%s/%s:0" % (name, m)) for m in METRICS]
+                    self.adv_images[name] = g.get_tensor_by_name("%s/adv_image:0" % name)
             self._reduce = SumAcrossRanks(len(self.attackers) * (len(METRICS) + 1), name="eval_sum")
         self.sess = build_session(self.graph, params, path)
 
-    def run(self, flow, total_batches=None, progress=True):
-        """-> dict attacker name -> {metric: rate, num_images, <metric>_ci95}."""
+    def run(self, flow, total_batches=None, progress=True, writer=None):
+        """-> dict attacker name -> {metric: rate, num_images, <metric>_ci95}.
+
+        ``writer`` (an :class:`AdversarialWriter`) also saves every adversarial image."""
         names = list(self.attackers)
         sums = {n: np.zeros(len(METRICS) + 1) for n in names}
         flow.reset_state()
         bar = tqdm(flow, total=total_batches, disable=not progress, desc="evaluating", unit="batch",
                    dynamic_ncols=True)
+        fetches = dict(self.fetches, adversarial=self.adv_images) if writer else self.fetches
         for images, labels in bar:
-            out = self.sess.run(self.fetches, {self.image: images, self.label: labels})
+            out = self.sess.run(fetches, {self.image: images, self.label: labels})
+            if writer:
+                writer.write_batch(images, labels, out.pop("adversarial"))
             for n in names:
                 for i, values in enumerate(out[n]):
                     sums[n][i] += float(np.sum(values))
@@ -83,6 +89,41 @@ class WhiteBoxEvaluator:
                 r[m + "_ci95"] = binomial_ci95(rate, count)
             results[n] = r
         return results
+
+
+def quantize_adversarial(clean, adversarial):
+    """Model-space adversarial images -> uint8 pixels, rounding each perturbation toward
+    zero so the saved image stays inside the epsilon ball of the clean one."""
+    clean = clean.astype(np.float64)
+    delta = np.trunc(np.asarray(adversarial, np.float64) / PIXEL_SCALE + 1.0 / PIXEL_SCALE - clean)
+    return np.clip(clean + delta, 0, 255).astype(np.uint8)
+
+
+class AdversarialWriter:
+    """Saves the adversarial images of each attacker for black-box use (Sec. 6.2):
+    ``<directory>/<attacker>/<index>.png`` (lossless) and ``<directory>/labels.txt`` with
+    ``filename,label`` lines, the layout ``eval.py --all-or-nothing ... --labels`` reads."""
+
+    def __init__(self, directory, names):
+        self.directory, self.names, self.count = directory, list(names), 0
+        for name in self.names:
+            os.makedirs(os.path.join(directory, name), exist_ok=True)
+        self._labels = []
+
+    def write_batch(self, clean, labels, adversarial_by_name):
+        import cv2
+        for name in self.names:
+            images = quantize_adversarial(clean, adversarial_by_name[name])
+            for i, image in enumerate(images):
+                path = os.path.join(self.directory, name, "%06d.png" % (self.count + i))
+                if not cv2.imwrite(path, image):
+                    raise checkpoint.CheckpointError("could not write %s: check the disk and permissions" % path)
+        self._labels.extend("%06d.png,%d\n" % (self.count + i, int(l)) for i, l in enumerate(labels))
+        self.count += len(labels)
+
+    def close(self):
+        text = "".join(self._labels)
+        checkpoint.atomic_write(os.path.join(self.directory, "labels.txt"), lambda f: f.write(text), mode="w")
 
 
 class Predictor:

@@ -19,16 +19,23 @@ def batchnorm(x, data_format, zero_init=False, name="bn"):
     return BatchNorm(name, x, data_format=data_format, **kw)
 
 
-def denoising_block(name, x, spec, data_format, bottleneck_fn=None):
+def denoising_block(name, x, spec, data_format, bottleneck_fn=None, endpoints=None, key=None):
     """One denoising block named ``name`` (``groupK_denoise`` or ``.../non_local``).
 
     ``bottleneck_fn(x)`` builds the standard bottleneck used for the '+4 bottleneck'
-    comparison of Fig. 7 (op = 'bottleneck')."""
+    comparison of Fig. 7 (op = 'bottleneck'). ``endpoints`` (a dict) receives
+    ``key + '/input'``, ``'/denoised'`` (the operation's output, Fig. 3) and ``'/output'``."""
     channels = x.shape.as_list()[channel_axis(data_format)]
+    record = (lambda suffix, t: endpoints.setdefault(key + suffix, t)) if endpoints is not None \
+        else (lambda suffix, t: None)
+    record("/input", x)
     with tf.compat.v1.variable_scope(name):
         if spec.op == "bottleneck":
-            return bottleneck_fn(x)
+            y = bottleneck_fn(x)
+            record("/output", y)
+            return y
         y = DENOISE_OPS[spec.op](x, spec, data_format)
+        record("/denoised", y)
         if spec.use_1x1:
             # Without the residual, the 1x1 branch is the whole output, so its BN must not
             # start at zero (that would cut the network); with it, gamma = 0 makes the
@@ -37,4 +44,5 @@ def denoising_block(name, x, spec, data_format, bottleneck_fn=None):
                        activation=lambda t: batchnorm(t, data_format, zero_init=spec.residual))
         if spec.residual:
             y = x + y
+        record("/output", y)
         return y

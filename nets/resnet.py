@@ -44,8 +44,13 @@ def _stage_shape(spec, stage):
     return width, 4 * width, 1
 
 
-def backbone_logits(image, spec):
+def backbone_logits(image, spec, endpoints=None):
     """Logits of the network ``spec`` (an ArchSpec) for ``image``, NHWC float in [-1, 1].
+
+    ``endpoints``, if a dict, receives the intermediate feature maps (in ``spec.data_format``)
+    that Sec. 3 looks at: ``res{2..5}`` (each stage's output, before its denoising block) and,
+    per denoising block, ``<name>/input``, ``<name>/denoised`` (after the denoising operation,
+    before the 1x1 conv: the blue box of Fig. 4, shown in Fig. 3) and ``<name>/output``.
 
     Tensorpack layers, so variables are created on first use and reused when the caller's
     variable scope says so; BN follows tensorpack's tower context unless an argscope says
@@ -81,10 +86,14 @@ def backbone_logits(image, spec):
                         x = bottleneck_block(x, width, out_channels, stride, df, groups)
                         if den.enabled and den.at == "all":
                             # Sec. 6.2: "one denoising block after each residual block".
-                            x = denoising_block("non_local", x, den, df, bottleneck_for_denoise)
+                            x = denoising_block("non_local", x, den, df, bottleneck_for_denoise,
+                                                endpoints, "res%d/block%d/denoise" % (stage + 2, i))
+            if endpoints is not None:
+                endpoints.setdefault("res%d" % (stage + 2), x)
             if den.enabled and den.at == "groups":
                 # Sec. 6: "each is added after the last residual block of res2..res5".
-                x = denoising_block("group%d_denoise" % stage, x, den, df, bottleneck_for_denoise)
+                x = denoising_block("group%d_denoise" % stage, x, den, df, bottleneck_for_denoise,
+                                    endpoints, "res%d/denoise" % (stage + 2))
 
         x = GlobalAvgPooling("gap", x)
         # The FC layer initialised from N(0, 0.01) (Goyal et al. Sec. 5.1).

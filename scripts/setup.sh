@@ -96,7 +96,7 @@ fi
 
 # ---- 4. this project, editable --------------------------------------------------------
 if ! "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('fdenoise') is None)" 2>/dev/null \
-   || [ ! -f "$VENV/.project-stamp" ]; then
+   || [ ! -f "$VENV/.project-stamp" ] || [ "$ROOT/setup.cfg" -nt "$VENV/.project-stamp" ]; then
   step "4/5 installing this project (editable)"
   (cd "$ROOT" && pip_quiet install -q --no-deps --no-build-isolation -e .) || fail "4/5 pip install -e ."
   touch "$VENV/.project-stamp"

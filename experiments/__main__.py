@@ -1,0 +1,105 @@
+"""Runs the reproduction suite, resumably, and writes docs/RESULTS.md with its figures.
+
+    python -m experiments                          # the full suite (about 6 CPU hours, 2 seeds)
+    python -m experiments --budget tiny --out /tmp/r --docs /tmp/r/docs   # a smoke run
+    python -m experiments --report-only            # regenerate the page from finished jobs
+    python -m experiments --list                   # the jobs and which are finished
+
+Started again, it skips finished jobs (an interrupted training run resumes from its last
+checkpoint). Exit status 1 if a job failed (its log is named), 0 otherwise.
+"""
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+
+def machine():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return "%d-core %s (%s), no GPU" % (os.cpu_count() or 0, cpu, platform.platform(terse=True))
+
+
+def commit():
+    try:
+        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main(argv=None):
+    from experiments.suite import BUDGETS, select_variants
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--budget", choices=sorted(BUDGETS), default="full")
+    p.add_argument("--out", default=os.path.join(REPO, "runs", "repro"), help="models, evaluations, logs")
+    p.add_argument("--docs", default=os.path.join(REPO, "docs"), help="where RESULTS.md and figures/ go")
+    p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    p.add_argument("--variants", default=None, help="comma-separated subset of the suite's variants")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the budget's)")
+    p.add_argument("--report-only", action="store_true", help="only regenerate RESULTS.md from finished jobs")
+    p.add_argument("--list", action="store_true", help="list the jobs and exit")
+    args = p.parse_args(argv)
+
+    import dataclasses
+
+    from data.fashion_mnist import is_fashion_mnist_dir
+    from experiments.report import write_report
+    from experiments.runner import Layout, plan_jobs, run_all, _load_json
+
+    try:
+        variants = select_variants([v for v in (args.variants or "").split(",") if v])
+    except ValueError as e:
+        print("experiments: error: %s" % e, file=sys.stderr)
+        return 2
+    budget = BUDGETS[args.budget]
+    if args.seeds:
+        budget = dataclasses.replace(budget, seeds=tuple(int(s) for s in args.seeds.split(",")))
+    if not args.report_only and not is_fashion_mnist_dir(args.data):
+        print("experiments: error: %s has no Fashion-MNIST IDX files: install dataset-fashion-mnist "
+              "(scripts/setup.sh does) or pass --data DIR" % args.data, file=sys.stderr)
+        return 2
+    out = os.path.abspath(args.out)
+    layout = Layout(out)
+    jobs = plan_jobs(variants, budget, layout, args.data)
+    if args.list:
+        for j in jobs:
+            print("%-8s %s" % ("done" if j.done else "todo", j.name))
+        return 0
+    status = {"failed": [], "blocked": []}
+    if not args.report_only:
+        status = run_all(jobs, layout, progress=lambda m: print(m, flush=True))
+    finished = sum(1 for j in jobs if j.done)
+    timings = _load_json(layout.timings(), {})
+    wall = sum(timings.values())
+    argv_shown = " ".join(["python -m experiments"] + (argv if argv is not None else sys.argv[1:]))
+    progress = ("**Complete:** all %d jobs finished." % len(jobs) if finished == len(jobs) else
+                "**In progress:** %d of %d jobs finished; missing rows show '–'. Rerun the command to "
+                "continue." % (finished, len(jobs)))
+    meta = {"command": argv_shown.replace(" --report-only", ""), "commit": commit(), "machine": machine(),
+            "wall": "%.1f CPU-machine hours (%.0f s)" % (wall / 3600, wall),
+            "date": time.strftime("%Y-%m-%d")}
+    found = write_report(out, budget, os.path.abspath(args.docs), meta, progress)
+    print("[repro] %s" % progress.replace("**", ""))
+    for claim, where, evidence, verdict in found:
+        print("[repro] %-10s %-70s %s" % (where, claim[:70], verdict))
+    print("[repro] wrote %s" % os.path.join(args.docs, "RESULTS.md"))
+    if status["failed"]:
+        print("experiments: error: %d job(s) failed: %s; see their logs under %s/logs" % (
+            len(status["failed"]), ", ".join(status["failed"]), out), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""Runs the suite of experiments/suite.py as a list of jobs, each a subprocess of
+train.py or eval.py (or experiments.features) with one output file that marks it done.
+Started again, the runner skips finished jobs and retries failed ones; a training run
+interrupted midway resumes from its last checkpoint (train.py does that)."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+from .suite import SOURCE, SOURCE_SEED
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Job:
+    """One subprocess. ``done_file`` exists once it finished; ``diverged_ok`` lets train.py's
+    exit code 3 (NaN/inf loss, Table 1's "unable to train") count as a finished result."""
+
+    def __init__(self, name, argv, done_file, log_file, diverged_ok=False, needs=()):
+        self.name, self.argv, self.done_file, self.log_file = name, argv, done_file, log_file
+        self.diverged_ok, self.needs = diverged_ok, tuple(needs)
+
+    @property
+    def done(self):
+        return os.path.exists(self.done_file)
+
+
+def diverged_file(model_dir):
+    return os.path.join(model_dir, "diverged.json")
+
+
+class Layout:
+    """Where everything of a suite run lives under ``out``."""
+
+    def __init__(self, out):
+        self.out = out
+
+    def model_dir(self, variant, seed):
+        return os.path.join(self.out, "models", variant.name, "seed%d" % seed)
+
+    def model_file(self, variant, seed):
+        return os.path.join(self.model_dir(variant, seed), "model-final.npz")
+
+    def white_box_file(self, variant, seed, iters):
+        return os.path.join(self.out, "eval", variant.name, "seed%d" % seed,
+                            "white-box-%s.json" % "-".join(str(i) for i in iters))
+
+    def black_box_file(self, variant, seed):
+        return os.path.join(self.out, "eval", variant.name, "seed%d" % seed, "black-box.json")
+
+    def crafted_dir(self, attack):
+        return os.path.join(self.out, "transfer", attack.name)
+
+    def crafted_file(self, attack):
+        return os.path.join(self.out, "transfer", attack.name + ".json")
+
+    def features_file(self):
+        return os.path.join(self.out, "features", "features.json")
+
+    def log(self, name):
+        return os.path.join(self.out, "logs", name.replace("/", "_") + ".log")
+
+    def timings(self):
+        return os.path.join(self.out, "timings.json")
+
+
+def white_box_groups(budget):
+    """White-box evaluations grouped by image count: one eval.py run per group, so clean and
+    PGD-10 on the whole test set share one pass over the data."""
+    groups = {}
+    for iters, limit in budget.white_box:
+        groups.setdefault(limit, []).append(iters)
+    return [(limit, sorted(iters)) for limit, iters in groups.items()]
+
+
+def plan_jobs(variants, budget, layout, data, python=sys.executable):
+    """Every job of the suite, in the order they run: the black-box source and its transfer
+    attacks first (cheap, and every model's black-box evaluation needs them), then per seed
+    and variant: training, white-box evaluations, black-box evaluation; the feature
+    figures last."""
+    py = [python]
+    common = ["--data", data, "--dataset", "fashion-mnist"]
+
+    def train_job(variant, seed):
+        d = layout.model_dir(variant, seed)
+        argv = py + [os.path.join(REPO, "train.py")] + common + [
+            "--arch", "S14", "--width", str(budget.width), "--batch", str(budget.batch),
+            "--attack-iter", "0" if variant.clean_training else str(budget.train_attack_iter),
+            "--attack-epsilon", "%g" % budget.epsilon,
+            "--epochs", "1", "--steps-per-epoch", str(budget.steps), "--base-lr", "%g" % budget.base_lr,
+            "--lr-decay-epochs", "%g" % budget.lr_decay_at, "--eval-attack-iters", "0", "--eval-limit", "1000",
+            "--eval-long-attack-iter", "0", "--seed", str(seed), "--logdir", d] + list(variant.arch_flags)
+        return Job("train/%s/seed%d" % (variant.name, seed), argv, layout.model_file(variant, seed),
+                   layout.log("train/%s/seed%d" % (variant.name, seed)), diverged_ok=True)
+
+    def eval_argv(model, extra):
+        return py + [os.path.join(REPO, "eval.py"), "--load", model] + common + [
+            "--seed", "0", "--quiet", "--attack-epsilon", "%g" % budget.epsilon] + list(extra)
+
+    jobs = []
+    source = train_job(SOURCE, SOURCE_SEED)
+    jobs.append(source)
+    attacks = budget.transfer_attacks()
+    for attack in attacks:
+        argv = eval_argv(source.done_file, ["--limit", str(budget.black_box_images),
+                                            "--save-adversarial", layout.crafted_dir(attack)]) + list(attack.flags)
+        argv += ["--json-out", layout.crafted_file(attack)]
+        jobs.append(Job("craft/%s" % attack.name, argv, layout.crafted_file(attack),
+                        layout.log("craft/%s" % attack.name), needs=(source.done_file,)))
+    # eval.py --save-adversarial writes <dir>/<attack><iterations>/*.png, one attacker per craft.
+    attack_dirs = [os.path.join(layout.crafted_dir(a), _flag(a.flags, "--attack") + _flag(a.flags, "--attack-iter"))
+                   for a in attacks]
+    labels = os.path.join(layout.crafted_dir(attacks[0]), "labels.txt")
+
+    for seed in budget.seeds:
+        for variant in variants:
+            train = train_job(variant, seed)
+            jobs.append(train)
+            model = train.done_file
+            for limit, iters in white_box_groups(budget):
+                if variant.clean_training:
+                    iters = [i for i in iters if i <= 10]      # Table 3 is about clean accuracy
+                if not iters:
+                    continue
+                out = layout.white_box_file(variant, seed, iters)
+                extra = ["--attack-iter", ",".join(map(str, iters)), "--json-out", out]
+                if limit:
+                    extra += ["--limit", str(limit)]
+                jobs.append(Job("white-box/%s/seed%d/%s" % (variant.name, seed, "-".join(map(str, iters))),
+                                eval_argv(model, extra), out, layout.log("wb/%s/seed%d/%s" % (
+                                    variant.name, seed, "-".join(map(str, iters)))), needs=(model,)))
+            out = layout.black_box_file(variant, seed)
+            jobs.append(Job("black-box/%s/seed%d" % (variant.name, seed),
+                            eval_argv(model, ["--all-or-nothing"] + attack_dirs + ["--labels", labels,
+                                                                                   "--json-out", out]),
+                            out, layout.log("bb/%s/seed%d" % (variant.name, seed)),
+                            needs=(model,) + tuple(layout.crafted_file(a) for a in attacks)))
+    seed = budget.seeds[0]
+    feature_models = [v for v in variants if {"fig7", "table3"} & set(v.groups)]
+    jobs.append(Job("features", py + ["-m", "experiments.features", "--out", layout.out, "--data", data,
+                                      "--seed", str(seed), "--images", str(budget.feature_images),
+                                      "--epsilon", "%g" % budget.epsilon],
+                    layout.features_file(), layout.log("features"),
+                    needs=tuple(layout.model_file(v, seed) for v in feature_models)))
+    return jobs
+
+
+def _flag(argv, name):
+    return argv[list(argv).index(name) + 1]
+
+
+def _load_json(path, default):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
+def run_job(job, layout, env=None):
+    """-> 'done' | 'diverged' | 'failed'; the subprocess's output goes to ``job.log_file``."""
+    os.makedirs(os.path.dirname(job.log_file), exist_ok=True)
+    os.makedirs(os.path.dirname(job.done_file), exist_ok=True)
+    start = time.time()
+    with open(job.log_file, "a") as log:
+        log.write("\n$ %s\n" % " ".join(job.argv))
+        log.flush()
+        code = subprocess.call(job.argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+    elapsed = time.time() - start
+    timings = _load_json(layout.timings(), {})
+    timings[job.name] = timings.get(job.name, 0.0) + elapsed
+    from fdenoise.checkpoint import atomic_write
+    atomic_write(layout.timings(), lambda f: f.write(json.dumps(timings, indent=1, sort_keys=True)), mode="w")
+    if code == 0 and job.done:
+        return "done"
+    if code == 3 and job.diverged_ok:
+        tail = open(job.log_file).read().strip().splitlines()[-1:]
+        atomic_write(diverged_file(os.path.dirname(job.done_file)), lambda f: f.write(json.dumps(
+            {"diverged": True, "message": tail[0] if tail else ""})), mode="w")
+        return "diverged"
+    return "failed"
+
+
+def run_all(jobs, layout, progress=print, env=None):
+    """Runs every unfinished job whose inputs exist. -> {'done': [...], 'failed': [...], ...}."""
+    status = {"done": [], "skipped": [], "diverged": [], "failed": [], "blocked": []}
+    todo = [j for j in jobs if not j.done and not os.path.exists(diverged_file(os.path.dirname(j.done_file)))]
+    progress("[repro] %d of %d jobs already finished; %d to run" % (len(jobs) - len(todo), len(jobs), len(todo)))
+    start = time.time()
+    for k, job in enumerate(todo, 1):
+        missing = [p for p in job.needs if not os.path.exists(p)]
+        if missing:
+            status["blocked"].append(job.name)
+            progress("[repro] (%d/%d) %s: skipped, needs %s" % (k, len(todo), job.name, missing[0]))
+            continue
+        progress("[repro] (%d/%d) %s ... (%.0f min so far; log %s)" % (
+            k, len(todo), job.name, (time.time() - start) / 60, os.path.relpath(job.log_file, REPO)))
+        result = run_job(job, layout, env=env)
+        status[result].append(job.name)
+        if result != "done":
+            progress("[repro] %s: %s (see %s)" % (job.name, result, job.log_file))
+    return status

@@ -1,0 +1,84 @@
+"""The reproduction suite (issue 7) on a tiny budget: every job type runs, the page and
+figures are written, a second invocation skips what is finished, and the verdict logic
+says what the numbers say."""
+import json
+import os
+
+from experiments import report
+from experiments.suite import BUDGETS, VARIANTS, select_variants
+from helpers import PYTHON, run
+
+FASHION = "/usr/share/datasets/fashion-mnist"
+
+
+def test_suite_covers_the_papers_rows():
+    names = {v.name for v in VARIANTS}
+    # Fig. 7, Table 1, Sec. 6.2 and Table 3.
+    assert {"baseline", "bottleneck", "null", "mean", "median", "bilateral", "nonlocal-dot", "nonlocal",
+            "nonlocal-no1x1", "nonlocal-noresidual", "deep-nonlocal", "deep-nonlocal-all",
+            "clean-baseline", "clean-nonlocal"} <= names
+    full = BUDGETS["full"]
+    assert len(full.seeds) >= 2 and len(full.transfer_attacks()) == 5
+    assert dict(full.white_box)[10] is None and max(i for i, _ in full.white_box) >= 1000
+
+
+def test_unknown_variant_is_named():
+    try:
+        select_variants(["baseline", "nonsense"])
+    except ValueError as e:
+        assert "nonsense" in str(e) and "baseline" in str(e)
+    else:
+        raise AssertionError("an unknown variant was accepted")
+
+
+def _row(name, accs, n=1000, metric="pgd10"):
+    v = next(v for v in VARIANTS if v.name == name)
+    r = report.Row(v)
+    for seed, a in enumerate(accs, 1):
+        r.add(metric, seed, a, n)
+    return r
+
+
+def test_compare_needs_significance_and_agreeing_seeds():
+    rows = {"a": _row("nonlocal", [0.60, 0.62]), "b": _row("baseline", [0.50, 0.51])}
+    d, verdict = report.compare(rows, "a", "b", "pgd10")
+    assert abs(d - 10.5) < 1e-9 and verdict == "yes"
+    rows = {"a": _row("nonlocal", [0.50, 0.52]), "b": _row("baseline", [0.51, 0.505])}
+    assert report.compare(rows, "a", "b", "pgd10")[1] == "not significant"
+    # A large mean difference with seeds disagreeing in sign is not a finding.
+    rows = {"a": _row("nonlocal", [0.90, 0.40]), "b": _row("baseline", [0.50, 0.50])}
+    assert report.compare(rows, "a", "b", "pgd10")[1] == "not significant"
+    rows = {"a": _row("nonlocal", [0.40, 0.41]), "b": _row("baseline", [0.50, 0.51])}
+    assert report.compare(rows, "a", "b", "pgd10")[1].startswith("no")
+    assert report.compare(rows, "a", "missing", "pgd10") == (None, "not measured yet")
+
+
+def test_tiny_suite_runs_resumes_and_writes_the_page(tmp_path):
+    out, docs = tmp_path / "out", tmp_path / "docs"
+    argv = [PYTHON, "-m", "experiments", "--budget", "tiny", "--out", str(out), "--docs", str(docs),
+            "--data", FASHION, "--variants", "baseline,clean-baseline,nonlocal"]
+    first = run(argv, timeout=900)
+    assert first.returncode == 0, first.stdout[-3000:]
+    assert "0 of 13 jobs already finished" in first.stdout
+    page = (docs / "RESULTS.md").read_text()
+    assert "**Complete:** all 13 jobs finished" in page
+    for fig in ("robustness.png", "feature_maps.png", "denoising_op.png", "feature_noise.png"):
+        assert (docs / "figures" / fig).stat().st_size > 5000, fig
+    # Table 3's clean-trained model is evaluated clean (and PGD-2), like the others.
+    assert (out / "eval" / "clean-baseline" / "seed1" / "white-box-0-2.json").exists()
+    # Every job wrote its result: white-box, black-box (2 transfer attacks), features.
+    wb = json.loads((out / "eval" / "baseline" / "seed1" / "white-box-0-2.json").read_text())["white_box"]
+    assert wb["clean"]["num_images"] == 32 and wb["pgd2"]["num_images"] == 32
+    bb = json.loads((out / "eval" / "nonlocal" / "seed1" / "black-box.json").read_text())["all_or_nothing"]
+    assert len(bb["per_attacker_accuracy"]) == 2 and bb["num_images"] == 32
+    assert bb["all_or_nothing_accuracy"] <= min(bb["per_attacker_accuracy"].values()) + 1e-9
+    crafted = sorted(os.listdir(out / "transfer" / "pgd10-targeted" / "pgd10"))
+    assert len(crafted) == 32 and crafted[0] == "000000.png"
+    noise = json.loads((out / "features" / "features.json").read_text())["relative_perturbation"]
+    assert set(noise) == {"baseline", "clean-baseline", "nonlocal"}
+    assert "res3/denoise/denoised" in noise["nonlocal"] and "res3/denoise/denoised" not in noise["baseline"]
+    # Started again: nothing reruns, the page is regenerated.
+    second = run(argv, timeout=300)
+    assert second.returncode == 0, second.stdout[-3000:]
+    assert "13 of 13 jobs already finished; 0 to run" in second.stdout
+    assert "(1/" not in second.stdout
