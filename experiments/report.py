@@ -50,7 +50,8 @@ def collect(out, budget, variants=VARIANTS):
             if os.path.exists(diverged_file(layout.model_dir(v, seed))):
                 row.diverged.append(seed)
             for limit, iters in white_box_groups(budget):
-                res = _load(layout.white_box_file(v, seed, [i for i in iters if not v.clean_training or i <= 10]))
+                res = _load(layout.white_box_file(v, seed, [i for i in iters if not v.clean_training or i <= 10],
+                                                  limit))
                 for name, r in ((res or {}).get("white_box") or {}).items():
                     row.add(name, seed, 1.0 - r["top1_error"], r["num_images"])
             bb = (_load(layout.black_box_file(v, seed)) or {}).get("all_or_nothing")

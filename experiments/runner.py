@@ -42,9 +42,11 @@ class Layout:
     def model_file(self, variant, seed):
         return os.path.join(self.model_dir(variant, seed), "model-final.npz")
 
-    def white_box_file(self, variant, seed, iters):
-        return os.path.join(self.out, "eval", variant.name, "seed%d" % seed,
-                            "white-box-%s.json" % "-".join(str(i) for i in iters))
+    def white_box_file(self, variant, seed, iters, limit=None):
+        """Named after the iterations and the image count, so results of another budget are
+        never mistaken for this one's."""
+        return os.path.join(self.out, "eval", variant.name, "seed%d" % seed, "white-box-%s-n%s.json" % (
+            "-".join(str(i) for i in iters), limit or "all"))
 
     def black_box_file(self, variant, seed):
         return os.path.join(self.out, "eval", variant.name, "seed%d" % seed, "black-box.json")
@@ -123,7 +125,7 @@ def plan_jobs(variants, budget, layout, data, python=sys.executable):
                     iters = [i for i in iters if i <= 10]      # Table 3 is about clean accuracy
                 if not iters:
                     continue
-                out = layout.white_box_file(variant, seed, iters)
+                out = layout.white_box_file(variant, seed, iters, limit)
                 extra = ["--attack-iter", ",".join(map(str, iters)), "--json-out", out]
                 if limit:
                     extra += ["--limit", str(limit)]

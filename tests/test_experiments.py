@@ -65,9 +65,9 @@ def test_tiny_suite_runs_resumes_and_writes_the_page(tmp_path):
     for fig in ("robustness.png", "feature_maps.png", "denoising_op.png", "feature_noise.png"):
         assert (docs / "figures" / fig).stat().st_size > 5000, fig
     # Table 3's clean-trained model is evaluated clean (and PGD-2), like the others.
-    assert (out / "eval" / "clean-baseline" / "seed1" / "white-box-0-2.json").exists()
+    assert (out / "eval" / "clean-baseline" / "seed1" / "white-box-0-2-n32.json").exists()
     # Every job wrote its result: white-box, black-box (2 transfer attacks), features.
-    wb = json.loads((out / "eval" / "baseline" / "seed1" / "white-box-0-2.json").read_text())["white_box"]
+    wb = json.loads((out / "eval" / "baseline" / "seed1" / "white-box-0-2-n32.json").read_text())["white_box"]
     assert wb["clean"]["num_images"] == 32 and wb["pgd2"]["num_images"] == 32
     bb = json.loads((out / "eval" / "nonlocal" / "seed1" / "black-box.json").read_text())["all_or_nothing"]
     assert len(bb["per_attacker_accuracy"]) == 2 and bb["num_images"] == 32
