@@ -150,11 +150,14 @@ def claims(rows, budget):
         if len(curve) >= 3:
             accs = [100 * s[0] for _, s in curve]
             drops = [accs[k] - accs[k + 1] for k in range(len(accs) - 1)]
-            out.append(("accuracy falls with attack iterations, and the fall diminishes", "Fig. 6",
-                        "baseline: " + ", ".join("%s %.1f" % ("clean" if i == 0 else "PGD-%d" % i, a)
-                                                 for (i, _), a in zip(curve, accs)),
-                        "yes" if all(x >= -1.0 for x in drops) and drops[-1] <= max(drops[1:-1] or [drops[0]])
-                        else "no"))
+            # Longer attacks run on smaller subsets of the test set, so only the direction is
+            # compared; "diminishes with 1000-2000 iterations" needs more iterations than we run.
+            out.append(("accuracy falls as attack iterations grow", "Fig. 6",
+                        "baseline: " + ", ".join("%s %.1f (n=%s)" % ("clean" if i == 0 else "PGD-%d" % i, a,
+                                                                     n or "all")
+                                                 for (i, n), a in zip(
+                                                     [(i, dict(budget.white_box)[i]) for i, _ in curve], accs)),
+                        "yes" if all(x >= -1.0 for x in drops) else "no"))
     return out
 
 
