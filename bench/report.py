@@ -40,7 +40,8 @@ def net_table(res):
                      _f(r["seconds_per_step"] * r.get("matmul_scale", 1.0), "%.3f"), _f(r["images_per_second"]),
                      _f(r.get("gflops"), "%.1f"), _pct(r.get("fraction_of_matmul")),
                      _pct(r.get("fraction_of_matmul_cpu_time")), _f(r["peak_rss_mb"], "%.0f"),
-                     _f(r["step_mb"], "%.0f"), _f(r.get("cpu_per_wall")), _f(r.get("build_seconds"), "%.1f")])
+                     _f(r["step_mb"], "%.0f"), _f(r.get("cpu_per_wall")) + (" †" if r.get("contended") else ""),
+                     _f(r.get("build_seconds"), "%.1f")])
     return _table(["net", "batch", "measurement", "s/step", "s/step (adj.)", "img/s (attack: steps x img/s)",
                    "GFLOP/s", "% matmul",
                    "% matmul (CPU s)", "peak RSS MB", "step MB", "cpu/wall", "graph build s"], rows)
@@ -86,11 +87,16 @@ def _sections(res):
         % (ref["matmul_start"].get("n", 0), ref["matmul_start"].get("n", 0),
            _f(ref["matmul_start"].get("gflops"), "%.1f"), _f(ref["matmul_end"].get("gflops"), "%.1f")) + net_table(res))
     rows = [[k["batch"], _f(k.get("images_per_second_adjusted")), _f(k.get("r50_images_per_second")),
-             _f(k.get("r50_over_keras"), "%.2fx"), _f(k.get("peak_rss_mb"), "%.0f")] for k in res["keras"]]
+             _f(k.get("r50_over_keras"), "%.2fx"), _pct(k.get("fraction_of_matmul")),
+             _pct(k.get("r50_fraction_of_matmul")), _f(k.get("peak_rss_mb"), "%.0f")] for k in res["keras"]]
+    macs = next((k["macs"] for k in res["keras"] if k.get("macs")), None)
+    ours = res["complexity"].get("R50", {}).get("macs")
     s["Keras reference"] = ("`tf.keras.applications.ResNet50(weights=None)`, inference (`training=False`), graph mode, "
-                            "NHWC, same session settings.\n\n" + _table(
-                                ["batch", "Keras img/s (adj.)", "our R50 img/s (adj.)", "ours / Keras",
-                                 "Keras peak RSS MB"], rows)
+                            "NHWC, same session settings. Keras' ResNet50 is ResNet v1 (stride 2 in the first 1x1 "
+                            "conv of a stage); ours, like the released checkpoints, strides in the 3x3 conv%s.\n\n" % (
+                                " (%.2f vs %.2f GMACs per image)" % (macs / 1e9, ours / 1e9) if macs and ours else "") +
+                            _table(["batch", "Keras img/s (adj.)", "our R50 img/s (adj.)", "ours / Keras",
+                                    "Keras % matmul", "our R50 % matmul", "Keras peak RSS MB"], rows)
                             if rows else "not measured in this run")
     rows = [[a["label"], a["batch"], a["attack_iter"], "%.3f" % a["seconds"],
              "%.3f" % a["k_attack_steps_plus_clean_seconds"], "%.2f" % a["ratio"]] for a in res["adv_step_ratio"]]
@@ -299,21 +305,22 @@ def write_markdown(res, path):
             "--markdown docs/PERFORMANCE.md`. The machines are shared and noisy: compare ratios within one run, not "
             "absolute numbers across runs.", "",
             "- Command: `%s` (%s mode, %.1f min)" % (meta["command"], meta["mode"], meta.get("total_seconds", 0) / 60),
-            "- Date: %s; commit %s" % (meta["date"], meta["commit"]),
+            "- Date: %s; commit %s%s" % (meta["date"], meta["commit"], "; this report rendered from its JSON with `%s`"
+                                           % meta["rendered_with"] if meta.get("rendered_with") else ""),
             "- Machine: %s, %s cores, %.0f GB; %s; TensorFlow %s (oneDNN %s), tensorpack %s, Horovod %s, Python %s" % (
                 mach.get("cpu", "?"), mach.get("cores"), mach.get("memory_gb", 0), ", ".join(mach.get("cpu_flags", [])),
                 mach.get("tensorflow-cpu") or mach.get("tensorflow", "?"), mach.get("TF_ENABLE_ONEDNN_OPTS"),
                 mach.get("tensorpack", "?"), mach.get("horovod", "?"), mach.get("python")),
             "- Load average (1 min) at start / end: %.2f / %.2f" % (meta["loadavg_start"][0],
                                                                     meta.get("loadavg_end", [0])[0])]
-    cpw = sorted(r["matmul_cpu_per_wall_local"] for r in res["nets"] if r.get("matmul_cpu_per_wall_local"))
-    if cpw:
-        median = cpw[len(cpw) // 2]
-        head.append("- Median cpu/wall of the matmul references (a matmul keeps every core busy): %.2f on %s "
-                    "cores%s" % (
-            median, mach.get("cores"), "" if median >= 0.75 * (mach.get("cores") or 1) else
-            " (**the machine was shared during this run**: other processes took CPU time; absolute numbers and "
-            "ratios across rows are unreliable, regenerate at a quiet moment)"))
+    measured = [r for r in res["nets"] + res["keras"] + res["query_block"] if "matmul_cpu_per_wall_local" in r]
+    busy = [r for r in measured if r.get("contended")]
+    if measured:
+        head.append("- Other load: %d of %d measurements ran while other processes took CPU time (their own matmul "
+                    "reference reached cpu/wall < 0.8 x %s cores; marked † in the cpu/wall column). %s" % (
+                        len(busy), len(measured), mach.get("cores"),
+                        "Comparisons between rows use adjusted seconds (Conventions), which correct for that only "
+                        "approximately: regenerate at a quiet moment." if busy else ""))
     if res["errors"]:
         head.append("- **%d measurement(s) failed** (see the JSON `errors`)" % len(res["errors"]))
     body = ["\n".join(head)]

@@ -292,12 +292,20 @@ def keras(params):
         rng = np.random.RandomState(0)
         x = tf.constant(rng.uniform(-1, 1, (batch, 224, 224, 3)).astype("float32"))
         model = tf.keras.applications.ResNet50(weights=None)
+        before = set(tf.compat.v1.get_default_graph().get_operations())   # the model's own symbolic copy
         y = model(x, training=False)
+        from nets.complexity import count_flops
+
+        class Called:   # the ops of the call only
+            @staticmethod
+            def get_operations():
+                return [op for op in tf.compat.v1.get_default_graph().get_operations() if op not in before]
+        macs = count_flops(Called) // batch   # per image, as for our nets
         with session(params) as sess:
             sess.run(tfv1.global_variables_initializer())
             base = rss_mb()
             t = timed(lambda: sess.run(y.op), int(params.get("warmup", 1)), int(params.get("repeats", 3)))
-    return dict(t, batch=batch, what="forward", rss_before_mb=base, peak_rss_mb=peak_rss_mb())
+    return dict(t, batch=batch, what="forward", macs=macs, rss_before_mb=base, peak_rss_mb=peak_rss_mb())
 
 
 # ----------------------------------------------------------------------------------------

@@ -505,3 +505,17 @@ def test_a_rank_that_freezes_or_dies_ends_the_job_and_the_restart_resumes(tmp_pa
             assert "Process 1 exit with status code 137" in text
     assert [r["epoch_num"] for r in metrics(logdir)] == [1]
     assert global_step(tf.train.latest_checkpoint(str(logdir))) == 3
+
+
+def test_atomic_write_replaces_whole_files_with_ordinary_permissions(tmp_path):
+    """Files written atomically (checkpoints, JSON, docs) are complete or absent, and readable
+    like any other file (mkstemp alone would leave them 0600)."""
+    from fdenoise.checkpoint import atomic_write
+    path = tmp_path / "out.json"
+    atomic_write(str(path), lambda f: f.write("first"), mode="w")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    with pytest.raises(RuntimeError):
+        atomic_write(str(path), lambda f: (f.write("half"), (_ for _ in ()).throw(RuntimeError("boom"))), mode="w")
+    assert path.read_text() == "first" and os.listdir(tmp_path) == ["out.json"]
