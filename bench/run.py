@@ -24,7 +24,6 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULT_TAG = "BENCH_RESULT "
-MIXED_PRECISION_FLAG = "--attack-precision"
 
 CONVENTIONS = """\
 - FLOPs = 2 x multiply-adds (MACs). MACs are counted from the graph at batch 1 by
@@ -87,9 +86,14 @@ IMAGENET = {
 ALL = ("forward", "attack", "unrolled", "train_clean", "train_adv")
 
 
-def plan_for(mode, low_precision=()):
+# Attack steps in other precisions and with XLA (attacks/precision.py), measured as
+# "attack_<precision>[-xla]" next to the fp32 "attack" row of the same net and batch.
+LOW_PRECISION_ATTACKS = ("bf16", "fp16", "fp32-xla", "bf16-xla", "fp16-xla")
+
+
+def plan_for(mode, low_precision=LOW_PRECISION_ATTACKS):
     """What to measure: nets as (label, spec, batch, [measurements]) and the other sections.
-    ``low_precision``: attack precisions to measure besides fp32 (when --attack-precision exists)."""
+    ``low_precision``: attack variants to measure besides plain fp32 ("bf16", "fp32-xla", ...)."""
     lp = ["attack_" + p for p in low_precision]
     if mode == "tiny":
         nets = [("S14-w4", small(4), 2, list(ALL) + lp), ("S14-w4" + TF_BN_SUFFIX, small(4), 2, ["attack"],
@@ -183,7 +187,7 @@ def _log_result(r, log):
 # ----------------------------------------------------------------------------------------
 # derived numbers
 def is_attack(what):
-    """attack, unrolled, attack_bf16 / attack_fp16 (--attack-precision): K attack steps."""
+    """attack, unrolled, attack_<precision>[-xla] (LOW_PRECISION_ATTACKS): K attack steps."""
     return what in ("attack", "unrolled") or what.startswith("attack_")
 
 
@@ -312,14 +316,12 @@ def denoise_overheads(rows, pairs, archs):
     return out
 
 
-def low_precision_rows(rows, present):
-    out = {"flag": MIXED_PRECISION_FLAG, "present": present, "rows": []}
-    if not present:
-        out["status"] = "not measured: option not present"
-        return out
+def low_precision_rows(rows):
+    out = {"rows": []}
     for r in rows:
         if r["what"].startswith("attack_"):
-            row = {"label": r["label"], "batch": r["batch"], "precision": r["what"].split("_", 1)[1]}
+            precision, _, xla = r["what"].split("_", 1)[1].partition("-")
+            row = {"label": r["label"], "batch": r["batch"], "precision": precision, "xla": xla == "xla"}
             fp32 = find(rows, r["label"], r["batch"], "attack")
             if "error" in r:
                 row["error"] = r["error"]
@@ -385,7 +387,7 @@ def derive(res):
     res["loop_overhead"] = loop_overheads(rows, plan["loop_pairs"])
     res["denoise_overhead"] = denoise_overheads(rows, [tuple(p) for p in plan["denoise_pairs"]], res["complexity"])
     res["bn_gradient_ablation"] = bn_gradient_ablation(rows)
-    res["mixed_precision"] = low_precision_rows(rows, res["mixed_precision"]["present"])
+    res["mixed_precision"] = low_precision_rows(rows)
     if res["horovod"].get("bytes"):
         res["horovod"]["scaling"] = scaling(res["horovod"], cpu_step_estimate(rows, res["horovod"]["arch"]))
     res["targets"] = targets(res)
@@ -527,15 +529,6 @@ def git_commit():
     return commit + (" (with uncommitted changes)" if dirty else "")
 
 
-def mixed_precision_status():
-    try:
-        with open(os.path.join(REPO, "fdenoise", "flags.py")) as f:
-            present = MIXED_PRECISION_FLAG in f.read()
-    except OSError:
-        present = False
-    return present
-
-
 CONTENDED = 0.8    # a matmul reference below this fraction of the cores: other processes took CPU
 
 
@@ -616,8 +609,7 @@ def main(argv=None):
             print("wrote %s" % args.markdown)
         return 0
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
-    present = mixed_precision_status()
-    plan = plan_for(mode, ("bf16",) if present else ())
+    plan = plan_for(mode)
     if args.repeats:
         plan["repeats"] = args.repeats
     skip = set(filter(None, args.skip.split(",")))
@@ -695,7 +687,6 @@ def main(argv=None):
     if hv:
         log("horovod allreduce (%d Gloo ranks, %s gradients)" % (hv["np"], hv["arch"]))
         res["horovod"] = run_horovod(hv, cx.get("shapes"), args.timeout, log)
-    res["mixed_precision"] = {"present": present}
 
     runner.add("matmul_end", "matmul", {"n": plan["ref_n"], "repeats": 5})
     runner.flush()

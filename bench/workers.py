@@ -199,7 +199,8 @@ def net(params):
     """One measurement of one network at one batch size.
 
     what: forward (inference, BN frozen) | attack (targeted PGD-K in the tf.while_loop of
-    attacks/) | attack_bf16, attack_fp16 (the same with --attack-precision) | unrolled (the
+    attacks/) | attack_<precision>[-xla], e.g. attack_bf16, attack_fp32-xla (the same in that
+    precision, with XLA: attacks/precision.py) | unrolled (the
     same K steps unrolled) | train_clean (one SGD step on clean images, BN update ops
     included) | train_adv (PGD-K then one SGD step, fdenoise/model.py).
     bn_gradient='tensorflow': with TensorFlow's own BN gradient (an ablation).
@@ -219,8 +220,9 @@ def _net(params):
     batch, what, k = int(params["batch"]), params["what"], int(params.get("attack_iter", 2))
     eps = float(params.get("epsilon", 16.0))
     precision = {}
-    if what.startswith("attack_"):        # attack_bf16, attack_fp16: --attack-precision
-        precision = {"precision": what.split("_", 1)[1]}
+    if what.startswith("attack_"):        # attack_bf16, attack_fp16-xla: --attack-precision, --attack-xla
+        name, _, xla = what.split("_", 1)[1].partition("-")
+        precision = {"precision": name, "xla": xla == "xla"}
         what = "attack"
     attacker = make_attacker("pgd", k, eps, eps / k, seed=1, **precision)
     t0 = time.perf_counter()

@@ -17,6 +17,7 @@ def test_bench_run_tiny_writes_json_and_markdown(tmp_path):
     Markdown report regenerated with a section it does not generate kept."""
     md = tmp_path / "PERFORMANCE.md"
     md.write_text("# Old title\n\nold text\n\n## Networks\n\nold table\n\n"
+                  "## bf16 attack steps\n\nretired section\n\n"
                   "## Mixed precision and XLA for the attack\n\nkept text\n")
     run([PYTHON, "-m", "bench.run", "--tiny", "--json-out", tmp_path / "bench.json", "--markdown", md], timeout=300)
     res = json.loads((tmp_path / "bench.json").read_text())
@@ -43,12 +44,17 @@ def test_bench_run_tiny_writes_json_and_markdown(tmp_path):
     assert blocked["max_rel_diff_y"] < 1e-5 and blocked["max_rel_diff_grad"] < 1e-4
     assert res["pipeline"]["images_per_second"] > 0
     assert res["horovod"] == {"skipped": True}
-    assert res["mixed_precision"]["status"].startswith(("measured", "not measured"))
+    # every precision/XLA variant next to the fp32 attack of the same net
+    from bench.run import LOW_PRECISION_ATTACKS
+    variants = {(r["precision"], r["xla"]) for r in res["mixed_precision"]["rows"] if r["speedup"] > 0}
+    assert variants == {(v.split("-")[0], v.endswith("-xla")) for v in LOW_PRECISION_ATTACKS}
+    assert res["mixed_precision"]["status"] == "measured"
     assert {t["status"] for t in res["targets"]} <= {"pass", "miss", "not measured"}
     text = md.read_text()
     assert text.startswith("# Performance\n") and "old table" not in text and "Old title" not in text
     assert "## Targets" in text and "## Networks" in text and "S14-w4" in text
     assert text.count("## Mixed precision and XLA for the attack") == 1 and "kept text" in text
+    assert "## Mixed-precision and XLA attack steps" in text and "retired section" not in text
 
 
 def test_scaling_model():
