@@ -90,8 +90,9 @@ def plan_jobs(variants, budget, layout, data, python=sys.executable):
             "--arch", "S14", "--width", str(budget.width), "--batch", str(budget.batch),
             "--attack-iter", "0" if variant.clean_training else str(budget.train_attack_iter),
             "--attack-epsilon", "%g" % budget.epsilon,
-            "--epochs", "1", "--steps-per-epoch", str(budget.steps), "--base-lr", "%g" % budget.base_lr,
-            "--lr-decay-epochs", "%g" % budget.lr_decay_at, "--eval-attack-iters", "0", "--eval-limit", "1000",
+            "--epochs", str(budget.checkpoints), "--steps-per-epoch", str(budget.steps // budget.checkpoints),
+            "--base-lr", "%g" % budget.base_lr, "--lr-decay-epochs", "%g" % (budget.lr_decay_at * budget.checkpoints),
+            "--eval-attack-iters", "0", "--eval-limit", "1000",
             "--eval-long-attack-iter", "0", "--seed", str(seed), "--logdir", d] + list(variant.arch_flags)
         return Job("train/%s/seed%d" % (variant.name, seed), argv, layout.model_file(variant, seed),
                    layout.log("train/%s/seed%d" % (variant.name, seed)), diverged_ok=True)

@@ -77,7 +77,7 @@ class TransferAttack:
 class Budget:
     """How much compute every model gets. ``full`` is the published suite."""
     name: str
-    steps: int                  # SGD steps of batch ``batch`` (one "epoch" of that length)
+    steps: int                  # SGD steps of batch ``batch``
     batch: int
     train_attack_iter: int      # PGD iterations in training (Sec. 5 uses 30 on ImageNet)
     base_lr: float
@@ -91,6 +91,15 @@ class Budget:
     width: int = 8
     feature_images: int = 256   # images for the feature-noise measurement
     transfer_count: int = 5     # how many of the transfer attacks below
+    # train.py checkpoints at epoch ends: the run is cut into this many "epochs" of
+    # steps / checkpoints steps, so a killed training resumes instead of starting again.
+    # The schedule is per step (fdenoise/schedule.py), so the cut changes nothing else.
+    checkpoints: int = 4
+
+    def __post_init__(self):
+        if self.steps % self.checkpoints:
+            raise ValueError("budget %s: %d steps do not split into %d checkpoints" % (
+                self.name, self.steps, self.checkpoints))
 
     def transfer_attacks(self):
         e2 = "%g" % (2 * self.epsilon)
@@ -122,7 +131,7 @@ BUDGETS = {
     # The test suite's budget: a few steps on a slice, to exercise every code path.
     "tiny": Budget("tiny", steps=3, batch=16, train_attack_iter=1, base_lr=0.1, lr_decay_at=0.75,
                    seeds=(1,), white_box=((0, 32), (2, 32)), black_box_images=32, width=4,
-                   feature_images=16, transfer_count=2),
+                   feature_images=16, transfer_count=2, checkpoints=1),
 }
 
 

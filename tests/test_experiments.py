@@ -31,6 +31,29 @@ def test_unknown_variant_is_named():
         raise AssertionError("an unknown variant was accepted")
 
 
+def _flag(argv, name):
+    return argv[argv.index(name) + 1]
+
+
+def test_full_budget_training_checkpoints_on_the_same_schedule(tmp_path):
+    """The published suite trains in 4 "epochs" of 100 steps so that a killed run resumes
+    from a checkpoint; the learning rate at every step is the one of a single 400-step
+    epoch with the drop at 75% (the recipe every finished model used)."""
+    from experiments.runner import Layout, plan_jobs
+    from fdenoise.schedule import LRSchedule
+    budget = BUDGETS["full"]
+    train = next(j for j in plan_jobs(VARIANTS[:1], budget, Layout(str(tmp_path)), "data")
+                 if j.name.startswith("train/"))
+    epochs, per_epoch = int(_flag(train.argv, "--epochs")), int(_flag(train.argv, "--steps-per-epoch"))
+    decay = float(_flag(train.argv, "--lr-decay-epochs"))
+    assert epochs == budget.checkpoints > 1 and epochs * per_epoch == budget.steps
+    cut = LRSchedule(budget.batch, budget.base_lr, warmup_epochs=0.0, decay_epochs=(decay,))
+    whole = LRSchedule(budget.batch, budget.base_lr, warmup_epochs=0.0, decay_epochs=(budget.lr_decay_at,))
+    lrs = [cut(step / per_epoch) for step in range(budget.steps)]
+    assert lrs == [whole(step / budget.steps) for step in range(budget.steps)]
+    assert abs(lrs[0] - 10 * lrs[-1]) < 1e-12 and lrs[0] > lrs[-1]
+
+
 def _row(name, accs, n=1000, metric="pgd10"):
     v = next(v for v in VARIANTS if v.name == name)
     r = report.Row(v)
