@@ -138,6 +138,8 @@ def main(argv=None):
 
     try:
         rank, size = rank_and_size()
+        if args.save_adversarial and size > 1:
+            raise DataError("--save-adversarial runs in one process: drop horovodrun for it")
         params, recorded = checkpoint.read_checkpoint(args.load)
         dataset = args.dataset
         black_box = args.eval_directory or args.all_or_nothing or args.export_frozen or args.export_savedmodel
@@ -194,9 +196,7 @@ def main(argv=None):
                 for name, acc in res["per_attacker_accuracy"].items():
                     print("  %-30s %.2f%%" % (name, 100 * acc))
         else:
-            iters = sorted({int(x) for x in args.attack_iter.split(",") if x.strip()})
-            if any(n < 0 for n in iters):
-                raise AttackError("attack iterations must be >= 0, got %s" % args.attack_iter)
+            iters = sorted({int(x) for x in args.attack_iter.split(",") if x.strip()})   # >= 0: iteration_list
             attackers, iters_by_name = {}, {}
             for n in iters:
                 name = "clean" if n == 0 else "%s%d" % (args.attack, n)
@@ -209,8 +209,6 @@ def main(argv=None):
             evaluator = evaluation.WhiteBoxEvaluator(arch, attackers, params, args.load, seed=args.seed)
             writer = None
             if args.save_adversarial:
-                if size > 1:
-                    raise DataError("--save-adversarial runs in one process: drop horovodrun for it")
                 writer = evaluation.AdversarialWriter(args.save_adversarial, attackers)
             results = evaluator.run(flow, total_batches=evaluation.ceil_div(
                 source.num_eval(args.limit), batch * size), progress=(rank == 0 and not args.quiet),

@@ -80,7 +80,7 @@ def main(argv=None):
     from attacks import AttackError
     import data
     from data.errors import DataError
-    from fdenoise import datasets
+    from fdenoise import checkpoint, datasets
     from fdenoise.callbacks import RanksDiverged, TrainingDiverged
     from fdenoise.checkpoint import CheckpointError
     from fdenoise.flags import DATASET_DEFAULTS, FlagError, arch_from_args, attacker_from_args, batch_per_worker
@@ -150,7 +150,7 @@ def main(argv=None):
         if "Horovod has been shut down" not in str(e):
             raise
         # a rank died or stopped answering: horovodrun ends the job (docs/RELIABILITY.md)
-        last = tf.train.latest_checkpoint(logdir) if logdir and os.path.isdir(logdir) else None
+        last = checkpoint.latest_valid_checkpoint(logdir) if logdir and os.path.isdir(logdir) else None
         print("train.py: error: Horovod stopped the job because another rank failed or stopped responding (its "
               "error is above); the last checkpoint, %s, is intact: fix or replace the failed node and run the same "
               "command to resume" % (last or "none yet"), file=sys.stderr)

@@ -332,7 +332,7 @@ def write_markdown(res, path):
     busy = [r for r in measured if r.get("contended")]
     if measured:
         head.append("- Other load: %d of %d measurements ran while other processes took CPU time (their own matmul "
-                    "reference reached cpu/wall < 0.8 x %s cores; marked † in the cpu/wall column). %s" % (
+                    "reference reached cpu/wall < 0.8 x %s cores, or a matmul speed below 0.8 of the run's best; marked † in the cpu/wall column). %s" % (
                         len(busy), len(measured), mach.get("cores"),
                         "Comparisons between rows use adjusted seconds (Conventions), which correct for that only "
                         "approximately: regenerate at a quiet moment." if busy else ""))
@@ -342,5 +342,6 @@ def write_markdown(res, path):
     for title, content in _sections(res).items():
         body.append("## %s\n\n%s\n" % (title, content))
     body += kept
-    with open(path, "w") as f:
-        f.write("\n\n".join(b.rstrip("\n") for b in body) + "\n")
+    text = "\n\n".join(b.rstrip("\n") for b in body) + "\n"
+    from fdenoise.checkpoint import atomic_write     # the hand-written sections are kept only here
+    atomic_write(path, lambda f: f.write(text), mode="w")

@@ -378,6 +378,9 @@ def derive(res):
         if r.get("matmul_gflops_local") and best:
             r["matmul_scale"] = r["matmul_gflops_local"] / best
             r["seconds_adjusted"] = adjusted(r)
+            # a matmul reference far below the run's best also means other load, even when
+            # the process got its CPU share (a neighbour's memory traffic, frequency)
+            r["contended"] = r["contended"] or r["matmul_scale"] < CONTENDED
     compare_keras(res["keras"], rows)
     full = next((q for q in res["query_block"] if q.get("query_block") == 0 and "seconds" in q), None)
     for q in res["query_block"]:
@@ -529,7 +532,9 @@ def git_commit():
     return commit + (" (with uncommitted changes)" if dirty else "")
 
 
-CONTENDED = 0.8    # a matmul reference below this fraction of the cores: other processes took CPU
+# other load: a matmul reference below this fraction of the cores (other processes took
+# CPU), or below this fraction of the run's best matmul speed
+CONTENDED = 0.8
 
 
 def contended(r, cores=None):
@@ -710,12 +715,15 @@ def main(argv=None):
     log("")
     log(report.screen(res))
     if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(res, f, indent=1)
+        from fdenoise.checkpoint import atomic_write
+        atomic_write(args.json_out, lambda f: json.dump(res, f, indent=1), mode="w")
         log("wrote %s" % args.json_out)
     if args.markdown:
         report.write_markdown(res, args.markdown)
         log("wrote %s" % args.markdown)
+    if res["errors"]:
+        log("bench.run: %d measurement(s) failed (JSON \"errors\"; their output is above)" % len(res["errors"]))
+        return 1
     return 0
 
 

@@ -63,7 +63,7 @@ def extract(model_file, images, labels, epsilon, seed=0):
     values, adv_out = sess.run([endpoints, adv], {image: images, label: labels})
     n = len(images)
     return ({k: (v[:n], v[n:]) for k, v in values.items()},
-            quantize_adversarial(images, adv_out))
+            quantize_adversarial(images, adv_out, epsilon))
 
 
 def relative_perturbation(clean, adversarial):

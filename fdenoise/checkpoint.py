@@ -18,6 +18,7 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 from tensorpack.tfutils.sessinit import SaverRestore, SessionInit
+from tensorpack.utils import logger
 
 ARCH_KEY = "__arch__"
 ARCH_FILE = "arch.json"
@@ -51,9 +52,11 @@ def _read_npz(path):
 def _tf_checkpoint_prefix(path):
     """A TF checkpoint prefix from a prefix, a directory, or an .index/.data file."""
     if os.path.isdir(path):
-        prefix = tf.train.latest_checkpoint(path)
+        # the newest complete one: a damaged newest checkpoint (a crash mid-write) is skipped
+        prefix = latest_valid_checkpoint(path, log=logger.warn)
         if prefix is None:
-            raise CheckpointError("no TensorFlow checkpoint in directory %s: pass a .npz or a checkpoint prefix" % path)
+            raise CheckpointError("no complete TensorFlow checkpoint in directory %s: pass a .npz or a checkpoint "
+                                  "prefix" % path)
         return prefix
     for suffix in (".index", ".meta"):
         if path.endswith(suffix):
@@ -80,10 +83,13 @@ def read_checkpoint(path):
         raise CheckpointError("cannot read TensorFlow checkpoint %s (%s): pass a .npz or a valid prefix" % (
             prefix, str(e).splitlines()[0])) from None
     params = {}
-    for name in reader.get_variable_to_shape_map():
-        if not is_model_variable(name):
-            continue
-        params[name] = reader.get_tensor(name)
+    try:
+        for name in reader.get_variable_to_shape_map():
+            if is_model_variable(name):
+                params[name] = reader.get_tensor(name)
+    except Exception as e:  # noqa: BLE001  (a damaged data file: DataLossError and others)
+        raise CheckpointError("TensorFlow checkpoint %s is damaged (%s): pass an older checkpoint prefix or a "
+                              ".npz" % (prefix, str(e).splitlines()[0])) from None
     arch = None
     arch_file = os.path.join(os.path.dirname(prefix), ARCH_FILE)
     if os.path.exists(arch_file):
@@ -171,17 +177,33 @@ def strict_session_init(params, path="checkpoint", graph=None):
 
 
 # ---------------------------------------------------------------------------- writing
+def _process_umask():
+    """The umask, read once at import: os.umask can only be read by setting it, which would
+    briefly change it for every thread of the process if done per write."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+_UMASK = _process_umask()
+
+
 def atomic_write(path, write_fn, mode="wb"):
     """Write through ``write_fn(fileobj)`` to a temporary file, fsync, then rename."""
     directory = os.path.dirname(os.path.abspath(path)) or "."
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path), dir=directory)
     try:
-        # mkstemp creates the file 0600; give it the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, mode) as f:
+            # mkstemp creates the file 0600; give it the permissions a plain open() would.
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)
             write_fn(f)
             f.flush()
             os.fsync(f.fileno())

@@ -26,7 +26,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # 4. oneDNN kernels on every CPU. TensorFlow 2.15 turns them on only on AVX-512-class CPUs;
 #    without them the NCHW Conv2D/MaxPool kernels do not exist on the CPU at all, and an
 #    adversarial training step of the small nets measured 1.6x (baseline) to 2.3x (Gaussian
-#    non-local) slower (`python -m bench.step_time`, docs/PERFORMANCE.md). Read once, when TensorFlow is
+#    non-local) slower in session 1 (rerun: `python -m bench.step_time` with and without
+#    TF_ENABLE_ONEDNN_OPTS=0 and compare the two tables). Read once, when TensorFlow is
 #    first imported, hence before the import below; a user's own setting wins. Known issue
 #    (TF 2.15.1): after an NCHW max-pool, an NHWC max-pool of the same shape in the same
 #    process can return wrong values; use one layout per process (train.py/eval.py do).

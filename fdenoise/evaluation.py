@@ -12,6 +12,7 @@ from tensorpack.tfutils.tower import PredictTowerContext, TowerContext
 from tqdm import tqdm
 
 from attacks import METRICS, PIXEL_SCALE, to_model_space
+from data.errors import DataError
 
 from . import checkpoint
 from .callbacks import binomial_ci95
@@ -91,33 +92,41 @@ class WhiteBoxEvaluator:
         return results
 
 
-def quantize_adversarial(clean, adversarial):
-    """Model-space adversarial images -> uint8 pixels, rounding each perturbation toward
-    zero so the saved image stays inside the epsilon ball of the clean one."""
+def quantize_adversarial(clean, adversarial, epsilon):
+    """Model-space adversarial images -> uint8 pixels that stay inside the epsilon ball
+    (0..255 scale) of the clean ones: each perturbation is rounded to the nearest integer,
+    then clipped to +-floor(epsilon). Rounding, not truncation: PGD leaves most pixels on
+    the ball's surface, and float32 gives +-epsilon back as 15.99999, which truncation
+    would turn into 15 (a weaker saved attack than the one evaluated)."""
     clean = clean.astype(np.float64)
-    delta = np.trunc(np.asarray(adversarial, np.float64) / PIXEL_SCALE + 1.0 / PIXEL_SCALE - clean)
+    bound = np.floor(epsilon + 1e-6)
+    delta = np.clip(np.rint(np.asarray(adversarial, np.float64) / PIXEL_SCALE + 1.0 / PIXEL_SCALE - clean),
+                    -bound, bound)
     return np.clip(clean + delta, 0, 255).astype(np.uint8)
 
 
 class AdversarialWriter:
     """Saves the adversarial images of each attacker for black-box use (Sec. 6.2):
     ``<directory>/<attacker>/<index>.png`` (lossless) and ``<directory>/labels.txt`` with
-    ``filename,label`` lines, the layout ``eval.py --all-or-nothing ... --labels`` reads."""
+    ``filename,label`` lines, the layout ``eval.py --all-or-nothing ... --labels`` reads.
+    ``attackers``: name -> Attacker; the clean "attack" (0 iterations) is not saved, since
+    it is no attacker for an all-or-nothing evaluation."""
 
-    def __init__(self, directory, names):
-        self.directory, self.names, self.count = directory, list(names), 0
-        for name in self.names:
+    def __init__(self, directory, attackers):
+        self.directory, self.count = directory, 0
+        self.epsilons = {name: a.epsilon for name, a in attackers.items() if a.num_iter > 0}
+        for name in self.epsilons:
             os.makedirs(os.path.join(directory, name), exist_ok=True)
         self._labels = []
 
     def write_batch(self, clean, labels, adversarial_by_name):
         import cv2
-        for name in self.names:
-            images = quantize_adversarial(clean, adversarial_by_name[name])
+        for name, epsilon in self.epsilons.items():
+            images = quantize_adversarial(clean, adversarial_by_name[name], epsilon)
             for i, image in enumerate(images):
                 path = os.path.join(self.directory, name, "%06d.png" % (self.count + i))
                 if not cv2.imwrite(path, image):
-                    raise checkpoint.CheckpointError("could not write %s: check the disk and permissions" % path)
+                    raise DataError("could not write %s: check the disk and permissions" % path)
         self._labels.extend("%06d.png,%d\n" % (self.count + i, int(l)) for i, l in enumerate(labels))
         self.count += len(labels)
 

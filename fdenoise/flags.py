@@ -161,11 +161,15 @@ def attacker_from_args(args, dataset, num_iter, prob_start_from_clean=0.0, resta
     """``precision_flags``: apply --attack-precision/--attack-loss-scale/--attack-xla (train.py's
     training attacker, eval.py's attackers); otherwise an fp32 attack without XLA."""
     defaults = DATASET_DEFAULTS[dataset]
+    if args.attack_loss_scale is not None and args.attack_precision != "fp16":
+        raise FlagError("--attack-loss-scale applies to fp16 attacks only (bf16 has float32's range): add "
+                        "--attack-precision fp16 or drop it")
     fast = dict(precision=args.attack_precision, loss_scale=args.attack_loss_scale, xla=args.attack_xla) \
         if precision_flags else {}
     eps = defaults["epsilon"] if args.attack_epsilon is None else args.attack_epsilon
     step = defaults["step_size"] if args.attack_step_size is None else args.attack_step_size
-    check_step_size(args.attack_step_size, step, eps, dataset)
+    if num_iter > 0:                 # a clean evaluation takes no step
+        check_step_size(args.attack_step_size, step, eps, dataset)
     return make_attacker(args.attack, num_iter=num_iter, epsilon=eps, step_size=step,
                          targeted=not args.untargeted, loss=args.attack_loss,
                          prob_start_from_clean=prob_start_from_clean, restarts=restarts, seed=seed, **fast)

@@ -19,7 +19,7 @@ from . import checkpoint, faults
 from .callbacks import (CheckpointSaver, DistributedClassificationStats, ExportNpz, FaultInjection, JSONLinesWriter,
                         RankWeightsCheck, SkippedImagesStats, StopOnNonFiniteLoss)
 from .compat import under_horovodrun
-from .dist import horovod, rank_and_size
+from .dist import horovod, rank_and_size, sum_now
 from .model import AdvModel
 from .schedule import LearningRateSetter, LRSchedule
 
@@ -63,7 +63,8 @@ def find_resume_point(logdir, steps_per_epoch, is_chief=True):
     the checkpoint and the epoch's statistics resumes consistently. A damaged checkpoint
     (short files after a machine crash) is skipped for an older one; the chief removes
     what an interrupted write left behind and points the ``checkpoint`` state file at the
-    one chosen. Every rank makes the same choice from the same files."""
+    one chosen. Every rank makes the same choice from the same files (a shared log
+    directory; ``check_ranks_agree_on_resume`` refuses anything else)."""
     if not os.path.isdir(logdir):
         return None, 1
     if is_chief:
@@ -75,6 +76,44 @@ def find_resume_point(logdir, steps_per_epoch, is_chief=True):
         checkpoint.point_state_file_at(logdir, prefix)
     step = int(tf.train.load_checkpoint(prefix).get_tensor("global_step"))
     return prefix, step // steps_per_epoch + 1
+
+
+def check_ranks_agree_on_resume(starting_epoch, logdir):
+    """Every rank chooses its resume point from its own view of ``logdir``. Without a shared
+    file system the chief would resume while the others start again, and the ranks would
+    then disagree on the number of epochs and hang in their per-epoch allreduces; so all
+    compare their choice first (one allreduce: n * sum(e^2) == sum(e)^2 iff all are equal)
+    and stop together with one line."""
+    _, size = rank_and_size()
+    if size < 2:
+        return
+    total, squares = sum_now([starting_epoch, starting_epoch ** 2])
+    if size * squares != total ** 2:
+        raise checkpoint.CheckpointError(
+            "the ranks see different checkpoints in --logdir %s (starting epochs average %.2f, this rank %d): "
+            "give every rank the same shared log directory" % (logdir, total / size, starting_epoch))
+
+
+def check_same_batch_on_resume(plan, workers):
+    """A run resumes at epoch ``global_step // steps_per_epoch + 1`` with the learning rate
+    of that step (Goyal et al.'s schedule is per image seen): a different total batch or
+    epoch length, say after relaunching on fewer machines, would silently shift both. The
+    recorded run.json must agree."""
+    path = os.path.join(plan.logdir, "run.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        before = json.load(f)
+    was = (before.get("workers"), before.get("batch_per_worker"), before.get("steps_per_epoch"))
+    if None in was:
+        return
+    now = (workers, plan.batch_per_worker, plan.steps_per_epoch)
+    if was[0] * was[1] != now[0] * now[1] or was[2] != now[2]:
+        raise checkpoint.CheckpointError(
+            "--logdir %s was trained with a total batch of %d (%d workers x %d) and %d steps per epoch, this run "
+            "has %d (%d x %d) and %d: resume with the same total batch (--total-batch %d) and epoch length, or "
+            "use a new --logdir" % (plan.logdir, was[0] * was[1], was[0], was[1], was[2], now[0] * now[1], now[0],
+                                    now[1], now[2], was[0] * was[1]))
 
 
 def build_config(plan, arch, train_attacker, train_flow, eval_flow_fn, rank):
@@ -93,11 +132,6 @@ def build_config(plan, arch, train_attacker, train_flow, eval_flow_fn, rank):
     ]
     if faults.enabled():
         callbacks.append(FaultInjection())
-    if is_chief:
-        callbacks += [
-            CheckpointSaver(max_to_keep=plan.keep_checkpoints, checkpoint_dir=plan.logdir),
-            ExportNpz(os.path.join(plan.logdir, "model-final.npz"), arch.to_dict()),
-        ]
     for ev in plan.evals:
         runner = InferenceRunner(eval_flow_fn(), [DistributedClassificationStats(ev.name)],
                                  tower_name="eval_" + ev.name).set_chief_only(False)
@@ -107,6 +141,14 @@ def build_config(plan, arch, train_attacker, train_flow, eval_flow_fn, rank):
 
         callbacks.append(EnableCallbackIf(runner, due))
     callbacks += [SkippedImagesStats(), RankWeightsCheck()]
+    # Epoch-end order matters: the checks above run before the epoch is checkpointed, so a
+    # run stopped by RankWeightsCheck leaves the last good checkpoint as the newest one,
+    # and ExportNpz, last, never exports the weights of an epoch that failed a check.
+    if is_chief:
+        callbacks += [
+            CheckpointSaver(max_to_keep=plan.keep_checkpoints, checkpoint_dir=plan.logdir),
+            ExportNpz(os.path.join(plan.logdir, "model-final.npz"), arch.to_dict()),
+        ]
 
     monitors = []
     if is_chief:
@@ -118,7 +160,9 @@ def build_config(plan, arch, train_attacker, train_flow, eval_flow_fn, rank):
         params, _ = checkpoint.read_checkpoint(plan.load)
         session_init = checkpoint.StrictRestore(params, plan.load)
     resume_prefix, starting_epoch = find_resume_point(plan.logdir, plan.steps_per_epoch, is_chief)
+    check_ranks_agree_on_resume(starting_epoch, plan.logdir)
     if resume_prefix is not None:
+        check_same_batch_on_resume(plan, rank_and_size()[1])
         logger.info("Resuming from %s at epoch %d" % (resume_prefix, starting_epoch))
         session_init = checkpoint.ResumeRestore(resume_prefix)
 

@@ -22,8 +22,8 @@ def _frozen_batchnorm_grad(op, dy, *unused):
     multiply, the same formula as TensorFlow's FusedBatchNormGradV3 (which also computes the
     gamma/beta gradients the attack never uses). The BN op's extra outputs then have no
     consumer, so the forward conv + BN (+ ReLU) fuse into one oneDNN kernel as they do without
-    a gradient. Measured with bench.workers (CPU seconds per attack step, so independent of
-    other load): R50 batch 4 -14%, S14-w8 batch 128 -21%. The gamma/beta gradients are still
+    a gradient. `python -m bench.run` measures the speed-up against TensorFlow's gradient in
+    every run ("Frozen-BN gradient (ablation)" in docs/PERFORMANCE.md). The gamma/beta gradients are still
     returned (TensorFlow prunes them when unused); training-mode BN keeps TensorFlow's gradient."""
     if op.get_attr("is_training"):
         from tensorflow.python.ops import nn_grad

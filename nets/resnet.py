@@ -48,7 +48,8 @@ def backbone_logits(image, spec, endpoints=None):
     """Logits of the network ``spec`` (an ArchSpec) for ``image``, NHWC float in [-1, 1].
 
     ``endpoints``, if a dict, receives the intermediate feature maps (in ``spec.data_format``)
-    that Sec. 3 looks at: ``res{2..5}`` (each stage's output, before its denoising block) and,
+    that Sec. 3 looks at: ``res{2..5}`` (each stage's output; with denoising at the end of the
+    stage only, before it, with ``at="all"`` after the last block's denoising) and,
     per denoising block, ``<name>/input``, ``<name>/denoised`` (after the denoising operation,
     before the 1x1 conv: the blue box of Fig. 4, shown in Fig. 3) and ``<name>/output``.
 

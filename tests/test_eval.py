@@ -155,6 +155,44 @@ def test_all_or_nothing_cli(model_npz, tmp_path):
     assert res["all_or_nothing_accuracy"] == pytest.approx(3 / 4)   # b_gray is missing for atk2
 
 
+@pytest.mark.parametrize("epsilon", [16.0, 25.5, 51.0])
+def test_saved_adversarial_pixels_keep_the_attacks_strength_inside_the_ball(epsilon):
+    """PGD leaves most pixels on the ball's surface; in float32 model space +-epsilon comes
+    back as e.g. 15.99999, which truncation saved as 15. Saved perturbations are rounded,
+    then clipped to +-floor(epsilon), and the image to 0..255."""
+    rng = np.random.RandomState(0)
+    clean = rng.randint(60, 196, size=(4, 28, 28, 1)).astype(np.uint8)
+    sign = rng.choice([-1.0, 1.0], size=clean.shape)
+    to_model = lambda pix: (np.asarray(pix, np.float64) * (2.0 / 255) - 1.0).astype(np.float32)
+    surface = evaluation.quantize_adversarial(clean, to_model(clean + sign * epsilon), epsilon)
+    np.testing.assert_array_equal(surface.astype(int) - clean, sign * np.floor(epsilon))
+    inside = evaluation.quantize_adversarial(clean, to_model(clean + np.where(sign > 0, 3.4, -3.6)), epsilon)
+    np.testing.assert_array_equal(inside.astype(int) - clean, np.where(sign > 0, 3, -4))
+    edges = np.array([[0, 255]], np.uint8).reshape(1, 1, 2, 1)
+    out = evaluation.quantize_adversarial(edges, to_model(edges + np.array([-9.0, 9.0]).reshape(1, 1, 2, 1)), 16)
+    np.testing.assert_array_equal(out.ravel(), [0, 255])
+
+
+def test_save_adversarial_cli_writes_the_attacks_not_the_clean_images(model_npz, tmp_path):
+    """eval.py --save-adversarial: one directory per attack (the clean evaluation is no
+    attacker), labels.txt with the true labels, every image within floor(epsilon) of the
+    clean test image."""
+    from data.fashion_mnist import load_fashion_mnist
+    out_dir = tmp_path / "adv"
+    eval_py("--load", model_npz, "--data", FMNIST, "--attack-iter", "0,3", "--limit", "20", "--batch", "8",
+            "--attack-epsilon", "25.5", "--save-adversarial", out_dir, "--quiet")
+    assert sorted(os.listdir(out_dir)) == ["labels.txt", "pgd3"]
+    images, labels = load_fashion_mnist(FMNIST, "test")
+    lines = (out_dir / "labels.txt").read_text().split()
+    assert lines == ["%06d.png,%d" % (i, labels[i]) for i in range(20)]
+    deltas = []
+    for i in range(20):
+        saved = cv2.imread(str(out_dir / "pgd3" / ("%06d.png" % i)), cv2.IMREAD_UNCHANGED)
+        deltas.append(saved.astype(int) - images[i].reshape(saved.shape).astype(int))
+    deltas = np.abs(np.stack(deltas))
+    assert deltas.max() == 25 and (deltas == 25).mean() > 0.2
+
+
 @pytest.mark.parametrize("dtype", ["uint8", "float32"])
 def test_exports_reproduce_the_logits(model_npz, tmp_path, dtype):
     eval_py("--load", model_npz, "--export-frozen", tmp_path / "m.pb", "--export-savedmodel", tmp_path / "sm",

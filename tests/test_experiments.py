@@ -74,6 +74,14 @@ def test_compare_needs_significance_and_agreeing_seeds():
     rows = {"a": _row("nonlocal", [0.40, 0.41]), "b": _row("baseline", [0.50, 0.51])}
     assert report.compare(rows, "a", "b", "pgd10")[1].startswith("no")
     assert report.compare(rows, "a", "missing", "pgd10") == (None, "not measured yet")
+    # One training run is no evidence, however many images: no verdict before 2 seeds.
+    rows = {"a": _row("nonlocal", [0.90]), "b": _row("baseline", [0.50])}
+    assert report.compare(rows, "a", "b", "pgd10")[1].startswith("1 seed so far")
+    assert report.compare(rows, "a", "b", "pgd10", min_seeds=1)[1] == "yes"
+    # Only the seeds both variants have are compared.
+    rows = {"a": _row("nonlocal", [0.60, 0.99]), "b": _row("baseline", [0.50])}
+    d, verdict = report.compare(rows, "a", "b", "pgd10")
+    assert abs(d - 10.0) < 1e-9 and verdict.startswith("1 seed so far")
 
 
 def test_tiny_suite_runs_resumes_and_writes_the_page(tmp_path):

@@ -95,13 +95,17 @@ def copy_run(src, dst):
     ("train.py", ["--fake", "--arch", "R34x"], ["unknown architecture 'R34x'", "valid: R50"]),
     ("train.py", ["--denoise", "gaussian"], ["--denoise", "invalid choice: 'gaussian'", "nonlocal"]),
     ("train.py", ["--fake", "--batch", "8", "--total-batch", "16"], ["--total-batch", "pass only one"]),
+    ("train.py", ["--fake", "--attack-loss-scale", "512"], ["--attack-loss-scale applies to fp16 attacks only",
+                                                            "--attack-precision fp16"]),
 ], ids=["negative-epsilon", "negative-iterations", "negative-iterations-eval", "step-above-epsilon",
         "default-step-above-epsilon", "batch-0", "batch-negative-eval", "unknown-arch", "unknown-denoise-op",
-        "batch-and-total-batch"])
+        "batch-and-total-batch", "loss-scale-without-fp16"])
 def test_a_bad_flag_gives_one_line_naming_the_problem_and_the_fix(tmp_path, prog, args, words):
-    proc = run_split([PYTHON, REPO / prog] + args + ["--logdir", tmp_path / "l"] * (prog == "train.py"))
+    """One line, exit 2, and nothing started: no log directory (train.py) or result file."""
+    out = ["--logdir", tmp_path / "l"] if prog == "train.py" else ["--json-out", tmp_path / "l"]
+    proc = run_split([PYTHON, REPO / prog] + args + out)
     assert_one_line_error(proc, prog, *words)
-    assert not (tmp_path / "l").exists()            # nothing was started
+    assert not (tmp_path / "l").exists()
 
 
 def test_the_step_rule_never_exceeds_epsilon_for_a_valid_step():
@@ -310,6 +314,46 @@ def test_resuming_a_log_directory_of_another_architecture_is_refused(tiny_run, t
         [n for n in before if not n.startswith(("log.log", "events", "graph-"))]
 
 
+def test_resuming_with_another_total_batch_is_refused(tiny_run, tmp_path):
+    """Relaunched with another total batch (say on fewer machines), a resumed run would start
+    at the wrong epoch with the wrong learning rate; it stops with one line and trains nothing."""
+    logdir = copy_run(tiny_run, tmp_path / "run")
+    proc = run_split([PYTHON, REPO / "train.py", "--fake", "--batch", "4"] + TINY + ["--epochs", "3",
+                                                                                     "--logdir", logdir])
+    assert_one_line_error(proc, "train.py", "total batch of 8 (1 workers x 8)", "this run has 4 (1 x 4)",
+                          "--total-batch 8")
+    assert global_step(tf.train.latest_checkpoint(str(logdir))) == 6
+
+
+RANKS_DISAGREE = r"""
+import sys
+from fdenoise.checkpoint import CheckpointError
+from fdenoise.dist import rank_and_size
+from fdenoise.training import check_ranks_agree_on_resume
+rank, _ = rank_and_size()
+epochs = [int(x) for x in sys.argv[1].split(",")]
+try:
+    check_ranks_agree_on_resume(epochs[rank], "/logs")
+    print("rank %d: agreed" % rank)
+except CheckpointError as e:
+    print("rank %d: refused: %s" % (rank, e))
+"""
+
+
+@pytest.mark.horovod
+def test_ranks_that_see_different_checkpoints_stop_together(tmp_path):
+    """Without a shared log directory the chief would resume and the others start again,
+    then hang in their per-epoch allreduces: every rank compares its starting epoch first."""
+    script = tmp_path / "agree.py"
+    script.write_text(RANKS_DISAGREE)
+    from helpers import horovodrun
+    agreed = horovodrun(2, [script, "3,3"], timeout=120).stdout
+    assert agreed.count(": agreed") == 2
+    refused = horovodrun(2, [script, "3,1"], timeout=120).stdout
+    assert refused.count(": refused: the ranks see different checkpoints in --logdir /logs") == 2
+    assert "same shared log directory" in refused
+
+
 def test_a_damaged_newest_checkpoint_is_skipped_for_the_previous_one(tiny_run, tmp_path):
     """No fsync precedes TensorFlow's renames: after a machine crash the newest checkpoint
     can have short files. Resuming notices (sizes against the index), says so, and
@@ -319,6 +363,8 @@ def test_a_damaged_newest_checkpoint_is_skipped_for_the_previous_one(tiny_run, t
     data.write_bytes(data.read_bytes()[:1000])
     assert checkpoint.checkpoint_problem(str(logdir / "model-6")).startswith("data files hold 1000 bytes")
     assert checkpoint.checkpoint_problem(str(logdir / "model-3")) is None
+    params, _ = checkpoint.read_checkpoint(str(logdir))          # eval.py --load DIR reads model-3
+    np.testing.assert_array_equal(params["linear/W"], read_every_tensor(logdir / "model-3")["linear/W"])
     out = run(FAKE_TRAIN + ["--epochs", "2", "--logdir", logdir]).stdout
     assert "model-6 is damaged (data files hold 1000 bytes" in out
     assert re.search(r"Resuming from .*model-3 at epoch 2", out)
