@@ -63,16 +63,17 @@ def main():
                         denoise=DenoiseSpec(None if op == "none" else op))
         _, flops = complexity(spec)
         sec = time_step(spec, args.batch, args.attack_iter, args.repeats)
-        # forward + backward ~ 3x forward, for k attack steps and the update
-        gmacs = 3 * flops * args.batch * (args.attack_iter + 1) / sec / 1e9
+        # bench.run's CONVENTIONS: an attack step (forward + input gradient) ~ 2 forward
+        # passes, the SGD update (forward + input and weight gradients) ~ 3
+        gmacs = flops * args.batch * (2 * args.attack_iter + 3) / sec / 1e9
         row = {"arch": spec.name, "batch": args.batch, "attack_iter": args.attack_iter, "seconds_per_step": sec,
                "images_per_second": args.batch / sec, "approx_gmacs_per_second": gmacs,
                "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS")}
         rows.append(row)
         print("%-24s %7.3f s/step  %7.1f img/s  ~%5.1f GMAC/s" % (spec.name, sec, args.batch / sec, gmacs), flush=True)
     if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(rows, f, indent=2)
+        from fdenoise.checkpoint import atomic_write
+        atomic_write(args.json_out, lambda f: json.dump(rows, f, indent=2), mode="w")
 
 
 if __name__ == "__main__":

@@ -173,26 +173,11 @@ def _unrolled_attack(attacker, clean, label, model_fn, num_classes):
     return tf.stop_gradient(adv)
 
 
-@contextlib.contextmanager
 def _bn_gradient(which):
     """``which == 'tensorflow'``: the ablation of nets.denoise_block._frozen_batchnorm_grad,
-    BN with TensorFlow's own gradient (FusedBatchNormGradV3) everywhere, for the block."""
-    import nets.denoise_block as block
-    import nets.resnet as resnet
-    from tensorpack.models import BatchNorm
-    if which != "tensorflow":
-        yield
-        return
-
-    def batchnorm(x, data_format, zero_init=False, name="bn"):
-        kw = {"gamma_initializer": tf.zeros_initializer()} if zero_init else {}
-        return BatchNorm(name, x, data_format=data_format, **kw)
-    saved = block.batchnorm, resnet.batchnorm
-    block.batchnorm = resnet.batchnorm = batchnorm
-    try:
-        yield
-    finally:
-        block.batchnorm, resnet.batchnorm = saved
+    BN with TensorFlow's own gradient (FusedBatchNormGradV3) everywhere."""
+    from nets.denoise_block import tensorflow_bn_gradient
+    return tensorflow_bn_gradient() if which == "tensorflow" else contextlib.nullcontext()
 
 
 def net(params):

@@ -10,8 +10,6 @@ checkpoint). Exit status 1 if a job failed (its log is named), 0 otherwise.
 """
 import argparse
 import os
-import platform
-import subprocess
 import sys
 import time
 
@@ -21,20 +19,9 @@ if REPO not in sys.path:
 
 
 def machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return "%d-core %s (%s), no GPU" % (os.cpu_count() or 0, cpu, platform.platform(terse=True))
-
-
-def commit():
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    from bench.run import machine_info
+    info = machine_info()
+    return "%d-core %s (%s), no GPU" % (info.get("cores") or 0, info.get("cpu", "unknown CPU"), info["platform"])
 
 
 def main(argv=None):
@@ -55,7 +42,8 @@ def main(argv=None):
 
     from data.fashion_mnist import is_fashion_mnist_dir
     from experiments.report import write_report
-    from experiments.runner import Layout, plan_jobs, run_all, _load_json
+    from bench.run import git_commit
+    from experiments.runner import Layout, load_json, plan_jobs, run_all
 
     try:
         variants = select_variants([v for v in (args.variants or "").split(",") if v])
@@ -80,13 +68,13 @@ def main(argv=None):
     if not args.report_only:
         status = run_all(jobs, layout, progress=lambda m: print(m, flush=True))
     finished = sum(1 for j in jobs if j.done)
-    timings = _load_json(layout.timings(), {})
+    timings = load_json(layout.timings(), {})
     wall = sum(timings.values())
     argv_shown = " ".join(["python -m experiments"] + (argv if argv is not None else sys.argv[1:]))
     progress = ("**Complete:** all %d jobs finished." % len(jobs) if finished == len(jobs) else
                 "**In progress:** %d of %d jobs finished; missing rows show '–'. Rerun the command to "
                 "continue." % (finished, len(jobs)))
-    meta = {"command": argv_shown.replace(" --report-only", ""), "commit": commit(), "machine": machine(),
+    meta = {"command": argv_shown.replace(" --report-only", ""), "commit": git_commit(), "machine": machine(),
             "wall": "%.1f CPU-machine hours (%.0f s)" % (wall / 3600, wall),
             "date": time.strftime("%Y-%m-%d")}
     found = write_report(out, budget, os.path.abspath(args.docs), meta, progress)

@@ -27,7 +27,6 @@ if REPO not in sys.path:
 
 def extract(model_file, images, labels, epsilon, seed=0):
     """-> (endpoints: dict name -> (clean, adversarial) arrays NHWC, adversarial uint8 images)."""
-    import numpy as np
     import tensorflow as tf
     from tensorpack.models import BatchNorm
     from tensorpack.tfutils.argscope import argscope

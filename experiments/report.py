@@ -1,21 +1,13 @@
 """Tables, figures and the paper-claim verdicts of docs/RESULTS.md, from the JSON files the
 runner's jobs wrote. Works on partial results: missing rows say so."""
-import json
 import math
 import os
+import re
 
-from .runner import Layout, diverged_file, white_box_groups
+from .runner import Layout, diverged_file, load_json, white_box_groups
 from .suite import VARIANTS
 
 Z95 = 1.96
-
-
-def _load(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 class Row:
@@ -50,11 +42,11 @@ def collect(out, budget, variants=VARIANTS):
             if os.path.exists(diverged_file(layout.model_dir(v, seed))):
                 row.diverged.append(seed)
             for limit, iters in white_box_groups(budget):
-                res = _load(layout.white_box_file(v, seed, [i for i in iters if not v.clean_training or i <= 10],
+                res = load_json(layout.white_box_file(v, seed, [i for i in iters if not v.clean_training or i <= 10],
                                                   limit))
                 for name, r in ((res or {}).get("white_box") or {}).items():
                     row.add(name, seed, 1.0 - r["top1_error"], r["num_images"])
-            bb = (_load(layout.black_box_file(v, seed)) or {}).get("all_or_nothing")
+            bb = (load_json(layout.black_box_file(v, seed)) or {}).get("all_or_nothing")
             if bb:
                 row.add("all_or_nothing", seed, bb["all_or_nothing_accuracy"], bb["num_images"])
                 for name, acc in bb["per_attacker_accuracy"].items():
@@ -121,7 +113,7 @@ def claims(rows, budget):
             results = [(op, cmp(op, other, m)) for op in ops]
             yes = sum(1 for _, (_, v) in results if v == "yes")
             measured = sum(1 for _, (d, _) in results if d is not None)
-            judged = sum(1 for _, (_, v) in results if v in ("yes", "not significant") or v.startswith("no"))
+            judged = sum(1 for _, (_, v) in results if verdict_class(v) != "open")
             ev = ", ".join("%s %s" % (op, "%+.1f" % d if d is not None else "–") for op, (d, _) in results)
             verdict = ("%d of %d significantly better" % (yes, judged) if judged else
                        "not judged yet (too few seeds)" if measured else "not measured yet")
@@ -179,6 +171,35 @@ def claims(rows, budget):
                         "yes (direction only: nested subsets)" if all(x > 0 for x in drops) else
                         "no: not falling at every step"))
     return out
+
+
+def verdict_class(verdict):
+    """'holds', 'does not hold' or 'open' for a verdict of ``claims``."""
+    m = re.match(r"(\d+) of (\d+) significantly better( \((\d+) of (\d+) ops judged so far\))?", verdict)
+    if m:
+        yes, judged = int(m.group(1)), int(m.group(2))
+        if yes < judged:
+            return "does not hold"
+        return "open" if m.group(3) else "holds"
+    if verdict.startswith(("yes", "similar")):
+        return "holds"
+    if verdict.startswith(("no,", "no:", "not significant")):
+        return "does not hold"
+    return "open"           # not measured yet, not judged yet, one seed so far
+
+
+def summary(found):
+    """The claims table in plain words: which hold at this scale, which do not, which are open."""
+    groups = {"holds": [], "does not hold": [], "open": []}
+    for claim, where, evidence, verdict in found:
+        groups[verdict_class(verdict)].append("%s (%s): %s" % (claim, where, verdict))
+    lines = []
+    for title, key in (("Hold here", "holds"), ("Do not hold here", "does not hold"),
+                       ("Not settled yet (missing runs or seeds)", "open")):
+        lines.append("**%s** (%d of %d):" % (title, len(groups[key]), len(found)))
+        lines += ["- %s" % x for x in groups[key]] or ["- none"]
+        lines.append("")
+    return "\n".join(lines).rstrip()
 
 
 def plot_curves(rows, budget, path):
@@ -270,7 +291,7 @@ def write_report(out, budget, docs, meta, progress_line):
     figures = os.path.join(docs, "figures")
     os.makedirs(figures, exist_ok=True)
     plot_curves(rows, budget, os.path.join(figures, "robustness.png"))
-    features = _load(Layout(out).features_file())
+    features = load_json(Layout(out).features_file())
     if features:
         import shutil
         for name in features.get("figures", []):
@@ -288,6 +309,7 @@ def write_report(out, budget, docs, meta, progress_line):
                                        "all 10,000 test images" if n is None else "%d images" % n)
                            for i, n in budget.white_box), lr=budget.base_lr * budget.batch / 256,
         claims=_md_table(["paper's claim", "where", "our evidence (mean over seeds)", "holds here?"], found),
+        summary=summary(found),
         white_box=white_box_table(rows, budget, ("fig7",)),
         ablations=white_box_table(rows, budget, ("table1", "all")),
         table3=white_box_table(rows, budget, ("table3",)),
@@ -328,8 +350,10 @@ directory; rerunning it regenerates this page, the tables and the figures.
 
 ## Which of the paper's claims hold at this scale
 
-"Significant": the mean difference exceeds 1.96 standard errors of the pooled counts and every
-seed agrees in sign.
+"Significant": the mean difference over the seeds both models have exceeds 1.96 standard errors
+of their binomial counts, and every seed agrees in sign; no verdict is given from one seed.
+
+{summary}
 
 {claims}
 

@@ -153,7 +153,8 @@ def _flag(argv, name):
     return argv[list(argv).index(name) + 1]
 
 
-def _load_json(path, default):
+def load_json(path, default=None):
+    """The JSON in ``path``, or ``default`` if it is missing or unreadable (a job's output)."""
     try:
         with open(path) as f:
             return json.load(f)
@@ -171,7 +172,7 @@ def run_job(job, layout, env=None):
         log.flush()
         code = subprocess.call(job.argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
     elapsed = time.time() - start
-    timings = _load_json(layout.timings(), {})
+    timings = load_json(layout.timings(), {})
     timings[job.name] = timings.get(job.name, 0.0) + elapsed
     from fdenoise.checkpoint import atomic_write
     atomic_write(layout.timings(), lambda f: f.write(json.dumps(timings, indent=1, sort_keys=True)), mode="w")

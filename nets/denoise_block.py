@@ -6,6 +6,8 @@
 added to the block's input via a residual connection." The 1x1 conv and the residual are
 for feature combination; Table 1 ablates both (``use_1x1``, ``residual``).
 """
+import contextlib
+
 import tensorflow as tf
 from tensorpack.models import BatchNorm, Conv2D
 
@@ -38,12 +40,26 @@ def _frozen_batchnorm_grad(op, dy, *unused):
     return dx, dgamma, tf.reduce_sum(dy32, axes), None, None
 
 
+_BN_GRADIENT_OVERRIDE = {"FusedBatchNormV3": FROZEN_BN_GRADIENT}
+
+
+@contextlib.contextmanager
+def tensorflow_bn_gradient():
+    """Graphs built inside use TensorFlow's own BN gradient (the ablation bench.run measures)."""
+    global _BN_GRADIENT_OVERRIDE
+    saved, _BN_GRADIENT_OVERRIDE = _BN_GRADIENT_OVERRIDE, {}
+    try:
+        yield
+    finally:
+        _BN_GRADIENT_OVERRIDE = saved
+
+
 def batchnorm(x, data_format, zero_init=False, name="bn"):
     """BN after a conv; ``zero_init`` gives gamma = 0 so the residual branch starts as
     the identity mapping (Goyal et al. Sec. 5.1; the last BN of every residual branch).
     Frozen BN gets the cheaper gradient of ``_frozen_batchnorm_grad``."""
     kw = {"gamma_initializer": tf.zeros_initializer()} if zero_init else {}
-    with tf.compat.v1.get_default_graph().gradient_override_map({"FusedBatchNormV3": FROZEN_BN_GRADIENT}):
+    with tf.compat.v1.get_default_graph().gradient_override_map(_BN_GRADIENT_OVERRIDE):
         return BatchNorm(name, x, data_format=data_format, **kw)
 
 

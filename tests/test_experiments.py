@@ -84,6 +84,22 @@ def test_compare_needs_significance_and_agreeing_seeds():
     assert abs(d - 10.0) < 1e-9 and verdict.startswith("1 seed so far")
 
 
+def test_plain_summary_sorts_every_verdict():
+    cases = {"yes": "holds", "yes (direction only: nested subsets)": "holds", "similar (difference not "
+             "significant)": "holds", "no, the opposite (significant)": "does not hold",
+             "not significant": "does not hold", "no: not falling at every step": "does not hold",
+             "3 of 3 significantly better": "holds", "2 of 3 significantly better": "does not hold",
+             "1 of 1 significantly better (1 of 5 ops judged so far)": "open",
+             "0 of 1 significantly better (1 of 5 ops judged so far)": "does not hold",
+             "not measured yet": "open", "1 seed so far (a verdict needs 2)": "open",
+             "not judged yet (too few seeds)": "open"}
+    for verdict, expected in cases.items():
+        assert report.verdict_class(verdict) == expected, verdict
+    text = report.summary([("c1", "Fig. 7", "", "yes"), ("c2", "Table 1", "", "not measured yet")])
+    assert "**Hold here** (1 of 2):\n- c1 (Fig. 7): yes" in text
+    assert "**Do not hold here** (0 of 2):\n- none" in text and "- c2 (Table 1): not measured yet" in text
+
+
 def test_tiny_suite_runs_resumes_and_writes_the_page(tmp_path):
     out, docs = tmp_path / "out", tmp_path / "docs"
     argv = [PYTHON, "-m", "experiments", "--budget", "tiny", "--out", str(out), "--docs", str(docs),
