@@ -288,10 +288,22 @@ def _misses(res):
                              "in the 3x3 conv of the released checkpoints); compare the %% matmul columns of the Keras "
                              "section for the work rate." % (kmacs / 1e9, ours / 1e9, 100 * (ours / kmacs - 1)))
         if "denoising overhead" in t["target"]:
-            lines.append("  FLOPs count only the matrix products; the denoising ops' element-wise work (softmax and "
-                         "its gradient for the Gaussian op, the 1/N scale, reshapes, the block's residual add and BN) "
-                         "is time without FLOPs, so a denoised net's time share can exceed its FLOP share; see the "
-                         "profiles below.")
+            label = t["target"].split("(", 1)[1].split(" vs ", 1)[0]
+            p = next((q for (lb, _, what), q in prof.items() if lb == label and what == "attack"), None)
+            bmm = sum(x["share"] for x in p["top"] if "BatchMatMul" in x["op"]) if p else 0
+            share = next((d["flop_share"] for d in res["denoise_overhead"] if d["denoised"] == label), None)
+            if bmm and share:
+                uncounted = 1 - sum(x["share"] for x in p["top"] if any(c in x["op"] for c in COUNTED))
+                lines.append("  What bounds it, from the profile of the %s attack below: the non-local products "
+                             "(BatchMatMul: positions x channels by channels x positions, per image) alone take %s of "
+                             "the time, %s than the %s FLOP share of the whole denoising blocks, so these batched "
+                             "products run at a lower rate per FLOP than the convolutions; element-wise and "
+                             "memory-bound ops take only %s." % (label, _pct(bmm), "more" if bmm > share else "less",
+                                                                 _pct(share), _pct(uncounted)))
+            else:
+                lines.append("  FLOPs count only the matrix products; the denoising ops' element-wise work (softmax "
+                             "and its gradient for the Gaussian op, reshapes, the block's residual add and BN) is time "
+                             "without FLOPs, so a denoised net's time share can exceed its FLOP share.")
     if prof:
         lines.append("")
         for (label, batch, what), p in prof.items():
