@@ -340,6 +340,11 @@ def write_markdown(res, path):
                 mach.get("tensorpack", "?"), mach.get("horovod", "?"), mach.get("python")),
             "- Load average (1 min) at start / end: %.2f / %.2f" % (meta["loadavg_start"][0],
                                                                     meta.get("loadavg_end", [0])[0])]
+    if meta.get("merged_from"):
+        head.append("- Merged from %d runs of the same plan (%s): each measurement comes from the run in which its own "
+                    "matmul reference was fastest, i.e. least slowed by other load; pipeline, Horovod and the machine "
+                    "reference come from the first" % (len(meta["merged_from"]), "; ".join(
+                        "`%s`, %s, commit %s" % (m["command"], m["date"], m["commit"]) for m in meta["merged_from"])))
     measured = [r for r in res["nets"] + res["keras"] + res["query_block"] if "matmul_cpu_per_wall_local" in r]
     busy = [r for r in measured if r.get("contended")]
     if measured:

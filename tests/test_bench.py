@@ -55,6 +55,20 @@ def test_bench_run_tiny_writes_json_and_markdown(tmp_path):
     assert "## Targets" in text and "## Networks" in text and "S14-w4" in text
     assert text.count("## Mixed precision and XLA for the attack") == 1 and "kept text" in text
     assert "## Mixed-precision and XLA attack steps" in text and "retired section" not in text
+    # Two runs merged: each row from the run where its own matmul reference was fastest.
+    other = json.loads((tmp_path / "bench.json").read_text())
+    row = next(r for r in other["nets"] if r["what"] == "forward")
+    row["matmul_gflops_local"] *= 2
+    row["seconds"] *= 3
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    run([PYTHON, "-m", "bench.run", "--from-json", tmp_path / "bench.json", tmp_path / "other.json", "--json-out",
+         tmp_path / "merged.json", "--markdown", md], timeout=120)
+    merged = json.loads((tmp_path / "merged.json").read_text())
+    picked = next(r for r in merged["nets"] if (r["label"], r["batch"], r["what"]) ==
+                  (row["label"], row["batch"], row["what"]))
+    assert picked["seconds"] == row["seconds"] and len(merged["meta"]["merged_from"]) == 2
+    assert sum(r["seconds"] == row["seconds"] for r in merged["nets"]) == 1     # the others from the first run
+    assert "Merged from 2 runs" in md.read_text()
 
 
 def test_scaling_model():
