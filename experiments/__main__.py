@@ -10,6 +10,7 @@ checkpoint). Exit status 1 if a job failed (its log is named), 0 otherwise.
 """
 import argparse
 import os
+import re
 import sys
 import time
 
@@ -36,6 +37,9 @@ def main(argv=None):
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the budget's)")
     p.add_argument("--report-only", action="store_true", help="only regenerate RESULTS.md from finished jobs")
     p.add_argument("--list", action="store_true", help="list the jobs and exit")
+    p.add_argument("--jobs-commit", default=None,
+                   help="with --report-only: the commit(s) of the code that ran the jobs, when another checkout ran "
+                        "them (default: this checkout's commit)")
     args = p.parse_args(argv)
 
     import dataclasses
@@ -74,7 +78,11 @@ def main(argv=None):
     progress = ("**Complete:** all %d jobs finished." % len(jobs) if finished == len(jobs) else
                 "**In progress:** %d of %d jobs finished; missing rows show '–'. Rerun the command to "
                 "continue." % (finished, len(jobs)))
-    meta = {"command": argv_shown.replace(" --report-only", ""), "commit": git_commit(), "machine": machine(),
+    commit = git_commit()
+    meta = {"command": re.sub(r" --report-only| --jobs-commit \S+", "", argv_shown),
+            "commit": "jobs run by commit `%s`, page by commit `%s`" % (args.jobs_commit, commit)
+            if args.jobs_commit else "commit `%s`" % commit,
+            "machine": machine(),
             "wall": "%.1f CPU-machine hours (%.0f s)" % (wall / 3600, wall),
             "date": time.strftime("%Y-%m-%d")}
     found = write_report(out, budget, os.path.abspath(args.docs), meta, progress)
