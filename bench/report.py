@@ -294,12 +294,17 @@ def _misses(res):
             share = next((d["flop_share"] for d in res["denoise_overhead"] if d["denoised"] == label), None)
             if bmm and share:
                 uncounted = 1 - sum(x["share"] for x in p["top"] if any(c in x["op"] for c in COUNTED))
+                if bmm > share:
+                    why = ("more than the %s FLOP share of the whole denoising blocks, so these batched products run "
+                           "at a lower rate per FLOP than the convolutions" % _pct(share))
+                else:
+                    why = ("less than the %s FLOP share of the whole denoising blocks, so the excess lies in the "
+                           "blocks' other ops (their 1x1 convs and BN at small spatial sizes, reshapes); this "
+                           "profile does not single one out" % _pct(share))
                 lines.append("  What bounds it, from the profile of the %s attack below: the non-local products "
-                             "(BatchMatMul: positions x channels by channels x positions, per image) alone take %s of "
-                             "the time, %s than the %s FLOP share of the whole denoising blocks, so these batched "
-                             "products run at a lower rate per FLOP than the convolutions; element-wise and "
-                             "memory-bound ops take only %s." % (label, _pct(bmm), "more" if bmm > share else "less",
-                                                                 _pct(share), _pct(uncounted)))
+                             "(BatchMatMul: positions x channels by channels x positions, per image) take %s of the "
+                             "time, %s; element-wise and memory-bound ops take %s." % (
+                                 label, _pct(bmm), why, _pct(uncounted)))
             else:
                 lines.append("  FLOPs count only the matrix products; the denoising ops' element-wise work (softmax "
                              "and its gradient for the Gaussian op, reshapes, the block's residual add and BN) is time "
