@@ -132,6 +132,14 @@ def build_config(plan, arch, train_attacker, train_flow, eval_flow_fn, rank):
     ]
     if faults.enabled():
         callbacks.append(FaultInjection())
+    # Epoch-end order matters. The rank check runs before the epoch is checkpointed, so a
+    # run it stops leaves the last good checkpoint as the newest one; the evaluations (long
+    # under PGD on ImageNet) run after it, so a kill during them loses no training; and
+    # ExportNpz, last, never exports after an epoch whose checks or evaluations failed.
+    # (Callbacks with collectives keep the same relative order on every rank.)
+    callbacks += [SkippedImagesStats(), RankWeightsCheck()]
+    if is_chief:
+        callbacks.append(CheckpointSaver(max_to_keep=plan.keep_checkpoints, checkpoint_dir=plan.logdir))
     for ev in plan.evals:
         runner = InferenceRunner(eval_flow_fn(), [DistributedClassificationStats(ev.name)],
                                  tower_name="eval_" + ev.name).set_chief_only(False)
@@ -140,15 +148,8 @@ def build_config(plan, arch, train_attacker, train_flow, eval_flow_fn, rank):
             return self.epoch_num % ev.every == 0 or self.epoch_num > plan.epochs - ev.last
 
         callbacks.append(EnableCallbackIf(runner, due))
-    callbacks += [SkippedImagesStats(), RankWeightsCheck()]
-    # Epoch-end order matters: the checks above run before the epoch is checkpointed, so a
-    # run stopped by RankWeightsCheck leaves the last good checkpoint as the newest one,
-    # and ExportNpz, last, never exports the weights of an epoch that failed a check.
     if is_chief:
-        callbacks += [
-            CheckpointSaver(max_to_keep=plan.keep_checkpoints, checkpoint_dir=plan.logdir),
-            ExportNpz(os.path.join(plan.logdir, "model-final.npz"), arch.to_dict()),
-        ]
+        callbacks.append(ExportNpz(os.path.join(plan.logdir, "model-final.npz"), arch.to_dict()))
 
     monitors = []
     if is_chief:
