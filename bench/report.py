@@ -291,20 +291,19 @@ def _misses(res):
             label = t["target"].split("(", 1)[1].split(" vs ", 1)[0]
             p = next((q for (lb, _, what), q in prof.items() if lb == label and what == "attack"), None)
             bmm = sum(x["share"] for x in p["top"] if "BatchMatMul" in x["op"]) if p else 0
-            share = next((d["flop_share"] for d in res["denoise_overhead"] if d["denoised"] == label), None)
-            if bmm and share:
+            arch = res["complexity"].get(label, {})
+            bmm_flops = arch["batch_matmul_macs"] / arch["macs"] if arch.get("batch_matmul_macs") else None
+            if bmm and bmm_flops:
                 uncounted = 1 - sum(x["share"] for x in p["top"] if any(c in x["op"] for c in COUNTED))
-                if bmm > share:
-                    why = ("more than the %s FLOP share of the whole denoising blocks, so these batched products run "
-                           "at a lower rate per FLOP than the convolutions" % _pct(share))
-                else:
-                    why = ("less than the %s FLOP share of the whole denoising blocks, so the excess lies in the "
-                           "blocks' other ops (their 1x1 convs and BN at small spatial sizes, reshapes); this "
-                           "profile does not single one out" % _pct(share))
                 lines.append("  What bounds it, from the profile of the %s attack below: the non-local products "
-                             "(BatchMatMul: positions x channels by channels x positions, per image) take %s of the "
-                             "time, %s; element-wise and memory-bound ops take %s." % (
-                                 label, _pct(bmm), why, _pct(uncounted)))
+                             "(BatchMatMul) take %s of the time for %s of the FLOPs, i.e. %.2fx the time per FLOP of "
+                             "the net as a whole; element-wise and memory-bound ops take %s.%s" % (
+                                 label, _pct(bmm), _pct(bmm_flops), bmm / bmm_flops, _pct(uncounted),
+                                 " oneDNN's batched product is the slow part." if bmm / bmm_flops > 1.05 else ""))
+            elif bmm:
+                lines.append("  The non-local products (BatchMatMul) take %s of the %s attack's time (profile below); "
+                             "this JSON has no per-op FLOP count to compare that with (`--recount-flops`)." % (
+                                 _pct(bmm), label))
             else:
                 lines.append("  FLOPs count only the matrix products; the denoising ops' element-wise work (softmax "
                              "and its gradient for the Gaussian op, reshapes, the block's residual add and BN) is time "
@@ -350,6 +349,8 @@ def write_markdown(res, path):
                     "matmul reference was fastest, i.e. least slowed by other load; pipeline, Horovod and the machine "
                     "reference come from the first" % (len(meta["merged_from"]), "; ".join(
                         "`%s`, %s, commit %s" % (m["command"], m["date"], m["commit"]) for m in meta["merged_from"])))
+    if meta.get("flops_recounted_at"):
+        head.append("- FLOPs (analytic) recounted with `--recount-flops` at commit %s" % meta["flops_recounted_at"])
     measured = [r for r in res["nets"] + res["keras"] + res["query_block"] if "matmul_cpu_per_wall_local" in r]
     busy = [r for r in measured if r.get("contended")]
     if measured:

@@ -632,6 +632,9 @@ def main(argv=None):
     p.add_argument("--retries", type=int, default=0,
                    help="repeat a measurement up to this many times when its matmul reference shows other processes "
                         "taking CPU; the least contended result is kept (default 0)")
+    p.add_argument("--recount-flops", action="store_true",
+                   help="with --from-json: count the nets' FLOPs again with this checkout's nets/complexity.py (analytic, "
+                        "no timing), e.g. for the per-op split that older JSON lacks")
     p.add_argument("--from-json", nargs="+", metavar="JSON",
                    help="measure nothing: print the table and write --markdown (and --json-out) from earlier JSON; "
                         "given several runs, each measurement is taken from the run where it was least contended")
@@ -642,7 +645,16 @@ def main(argv=None):
         for path in args.from_json:
             with open(path) as f:
                 runs.append(json.load(f))
-        res = derive(merge_runs(runs) if len(runs) > 1 else runs[0])
+        res = merge_runs(runs) if len(runs) > 1 else runs[0]
+        if args.recount_flops:
+            specs = {r["label"].replace(TF_BN_SUFFIX, ""): r["spec"] for r in res["nets"]}
+            cx = run_worker("complexity", {"specs": specs, "shapes_for": None}, args.timeout, print)
+            if "error" in cx:
+                print("bench.run: error: recounting FLOPs failed: %s" % cx["error"].splitlines()[-1], file=sys.stderr)
+                return 1
+            res["complexity"], res["dot_order"] = cx["archs"], cx["dot_order"]
+            res["meta"]["flops_recounted_at"] = git_commit()
+        res = derive(res)
         res["meta"]["rendered_with"] = "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:])
         print(report.screen(res))
         if args.json_out:

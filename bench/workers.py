@@ -147,7 +147,8 @@ def complexity(params):
             backbone_logits(tfv1.placeholder(tf.float32, [1, spec.image_size, spec.image_size, spec.image_channels]),
                             spec)
             p = sum(int(np.prod(v.shape.as_list())) for v in tfv1.trainable_variables())
-        out["archs"][key] = {"params": p, "macs": count_flops(g)}
+        by_type = count_flops(g, by_type=True)
+        out["archs"][key] = {"params": p, "macs": sum(by_type.values()), "batch_matmul_macs": by_type["batch_matmul"]}
         if spec.denoise.op == "nonlocal-dot":
             out["dot_order"][key] = _dot_order_check(spec, g)
     if params.get("shapes_for"):

@@ -23,10 +23,13 @@ def _static(shape):
     return [d if d is not None else 1 for d in shape.as_list()]
 
 
-def count_flops(graph):
-    """Multiply-adds of the matrix/conv ops of ``graph`` (built with batch 1)."""
-    total = 0
+def count_flops(graph, by_type=False):
+    """Multiply-adds of the matrix/conv ops of ``graph`` (built with batch 1); with
+    ``by_type``, a dict {"conv", "matmul", "batch_matmul"} instead of the total."""
+    counts = {"conv": 0, "matmul": 0, "batch_matmul": 0}
     for op in graph.get_operations():
+        total = 0
+        kind = "conv" if op.type == "Conv2D" else "matmul" if op.type == "MatMul" else "batch_matmul"
         if op.type == "Conv2D":
             out = _static(op.outputs[0].shape)
             kh, kw, cin, cout = _static(op.inputs[1].shape)
@@ -45,7 +48,8 @@ def count_flops(graph):
             adj_x = op.get_attr("adj_x")
             k = a[-2] if adj_x else a[-1]
             total += int(np.prod(out)) * k
-    return total
+        counts[kind] += total
+    return counts if by_type else sum(counts.values())
 
 
 def complexity(spec):

@@ -62,8 +62,11 @@ def test_bench_run_tiny_writes_json_and_markdown(tmp_path):
     row["seconds"] *= 3
     (tmp_path / "other.json").write_text(json.dumps(other))
     run([PYTHON, "-m", "bench.run", "--from-json", tmp_path / "bench.json", tmp_path / "other.json", "--json-out",
-         tmp_path / "merged.json", "--markdown", md], timeout=120)
+         tmp_path / "merged.json", "--markdown", md, "--recount-flops"], timeout=300)
     merged = json.loads((tmp_path / "merged.json").read_text())
+    assert merged["meta"]["flops_recounted_at"]
+    assert merged["complexity"]["S14-w4-nonlocal"]["batch_matmul_macs"] > 0
+    assert merged["complexity"]["S14-w4"]["batch_matmul_macs"] == 0
     picked = next(r for r in merged["nets"] if (r["label"], r["batch"], r["what"]) ==
                   (row["label"], row["batch"], row["what"]))
     assert picked["seconds"] == row["seconds"] and len(merged["meta"]["merged_from"]) == 2

@@ -30,3 +30,24 @@ def test_denoising_flops_follow_eq1_and_the_cheaper_order():
     sizes = [(784, 32), (196, 64), (49, 128), (16, 256)]
     expected = sum(2 * p * ch * ch // 2 + p * p * (ch // 2 + ch) for p, ch in sizes)
     assert gauss - null == expected
+
+
+def test_flops_split_by_op_type():
+    """bench.run compares the time of the non-local products with their own FLOPs: the
+    split adds up to the total, and only the denoising op has batched products."""
+    import tensorflow as tf
+    from tensorpack.tfutils.tower import TowerContext
+    from nets import backbone_logits
+    from nets.complexity import count_flops
+    small = dict(family="small", depth=14, num_classes=10, image_size=28, image_channels=1, width=8)
+    for op, has_products in ((None, False), ("nonlocal", True)):
+        spec = ArchSpec(denoise=DenoiseSpec(op), **small)
+        g = tf.Graph()
+        with g.as_default(), TowerContext("", is_training=False):
+            backbone_logits(tf.compat.v1.placeholder(tf.float32, [1, 28, 28, 1]), spec)
+        split = count_flops(g, by_type=True)
+        assert sum(split.values()) == count_flops(g) == complexity(spec)[1]
+        assert (split["batch_matmul"] > 0) == has_products and split["conv"] > 0 and split["matmul"] == 256 * 10
+        if has_products:       # the N x N x (C/2 + C) products of Eq. 1's Gaussian op
+            assert split["batch_matmul"] == sum(p * p * (ch // 2 + ch) for p, ch in
+                                                [(784, 32), (196, 64), (49, 128), (16, 256)])
