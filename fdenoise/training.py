@@ -137,7 +137,7 @@ def build_config(plan, arch, train_attacker, train_flow, eval_flow_fn, rank):
     # under PGD on ImageNet) run after it, so a kill during them loses no training; and
     # ExportNpz, last, never exports after an epoch whose checks or evaluations failed.
     # (Callbacks with collectives keep the same relative order on every rank.)
-    callbacks += [SkippedImagesStats(), RankWeightsCheck()]
+    callbacks.append(RankWeightsCheck())
     if is_chief:
         callbacks.append(CheckpointSaver(max_to_keep=plan.keep_checkpoints, checkpoint_dir=plan.logdir))
     for ev in plan.evals:
@@ -148,6 +148,7 @@ def build_config(plan, arch, train_attacker, train_flow, eval_flow_fn, rank):
             return self.epoch_num % ev.every == 0 or self.epoch_num > plan.epochs - ev.last
 
         callbacks.append(EnableCallbackIf(runner, due))
+    callbacks.append(SkippedImagesStats())         # after the evaluations: it counts their skipped images too
     if is_chief:
         callbacks.append(ExportNpz(os.path.join(plan.logdir, "model-final.npz"), arch.to_dict()))
 
