@@ -79,8 +79,9 @@ def white_box_groups(budget):
 def plan_jobs(variants, budget, layout, data, python=sys.executable):
     """Every job of the suite, in the order they run: the black-box source and its transfer
     attacks first (cheap, and every model's black-box evaluation needs them), then per seed
-    and variant: training, white-box evaluations, black-box evaluation; the feature
-    figures last."""
+    and variant: training, white-box evaluations, black-box evaluation. The feature figures
+    use the first seed's models only, so they run as soon as those exist: a suite stopped
+    during a later seed already has its figures."""
     py = [python]
     common = ["--data", data, "--dataset", "fashion-mnist"]
 
@@ -116,6 +117,14 @@ def plan_jobs(variants, budget, layout, data, python=sys.executable):
                    for a in attacks]
     labels = os.path.join(layout.crafted_dir(attacks[0]), "labels.txt")
 
+    def features_job(seed):
+        feature_models = [v for v in variants if {"fig7", "table3"} & set(v.groups)]
+        return Job("features", py + ["-m", "experiments.features", "--out", layout.out, "--data", data,
+                                     "--seed", str(seed), "--images", str(budget.feature_images),
+                                     "--epsilon", "%g" % budget.epsilon],
+                   layout.features_file(), layout.log("features"),
+                   needs=tuple(layout.model_file(v, seed) for v in feature_models))
+
     for seed in budget.seeds:
         for variant in variants:
             train = train_job(variant, seed)
@@ -139,13 +148,8 @@ def plan_jobs(variants, budget, layout, data, python=sys.executable):
                                                                                    "--json-out", out]),
                             out, layout.log("bb/%s/seed%d" % (variant.name, seed)),
                             needs=(model,) + tuple(layout.crafted_file(a) for a in attacks)))
-    seed = budget.seeds[0]
-    feature_models = [v for v in variants if {"fig7", "table3"} & set(v.groups)]
-    jobs.append(Job("features", py + ["-m", "experiments.features", "--out", layout.out, "--data", data,
-                                      "--seed", str(seed), "--images", str(budget.feature_images),
-                                      "--epsilon", "%g" % budget.epsilon],
-                    layout.features_file(), layout.log("features"),
-                    needs=tuple(layout.model_file(v, seed) for v in feature_models)))
+        if seed == budget.seeds[0]:
+            jobs.append(features_job(seed))
     return jobs
 
 

@@ -54,6 +54,20 @@ def test_full_budget_training_checkpoints_on_the_same_schedule(tmp_path):
     assert abs(lrs[0] - 10 * lrs[-1]) < 1e-12 and lrs[0] > lrs[-1]
 
 
+def test_feature_figures_run_before_the_second_seed(tmp_path):
+    """The feature figures need only the first seed's models: a suite stopped during seed 2
+    must already have them, so their job comes right after seed 1's last job."""
+    from experiments.runner import Layout, plan_jobs
+    budget = BUDGETS["full"]
+    assert len(budget.seeds) >= 2
+    names = [j.name for j in plan_jobs(VARIANTS, budget, Layout(str(tmp_path)), "data")]
+    first_later_seed = min(i for i, n in enumerate(names) if n.endswith("/seed%d" % budget.seeds[1])
+                           or "/seed%d/" % budget.seeds[1] in n)
+    assert names.index("features") == first_later_seed - 1
+    assert names.count("features") == 1
+    assert all(("/seed%d" % budget.seeds[0]) in n for n in names[names.index("features") - 3:names.index("features")])
+
+
 def _row(name, accs, n=1000, metric="pgd10"):
     v = next(v for v in VARIANTS if v.name == name)
     r = report.Row(v)
