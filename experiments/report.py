@@ -285,6 +285,48 @@ def noise_table(features):
     return _md_table(["model"] + ["%s (→ after the op)" % k for k in keys], out)
 
 
+# The BN that closes an added block (the denoising block's after its 1x1 conv, the bottleneck
+# block's after conv3) and every backbone residual branch start with gamma = 0
+# (nets/denoise_block.batchnorm, zero_init; not the block without a residual connection): a block whose gamma stays near 0 is still the
+# identity, i.e. the network did not use it.
+_ADDED_BLOCK_GAMMA = re.compile(r"^(.*(?:_denoise|/non_local))/(?:conv|conv3)/bn/gamma$")
+_BACKBONE_GAMMA = re.compile(r"^group\d+/block\d+/conv3/bn/gamma$")
+
+
+def block_usage(model_file):
+    """-> ([(block scope, mean |gamma|)] of the added blocks in network order, mean |gamma| of
+    the backbone's residual branches), from a model-final.npz."""
+    import numpy as np
+    with np.load(model_file) as params:
+        added = [(m.group(1), float(np.abs(params[k]).mean()))
+                 for k in params.files for m in [_ADDED_BLOCK_GAMMA.match(k)] if m]
+        backbone = [float(np.abs(params[k]).mean()) for k in params.files if _BACKBONE_GAMMA.match(k)]
+    order = lambda scope: [int(t) for t in re.findall(r"\d+", scope)]
+    return sorted(added, key=lambda a: order(a[0])), (sum(backbone) / len(backbone) if backbone else None)
+
+
+def block_usage_table(out, budget, variants=VARIANTS):
+    """Mean over seeds of each added block's output scale; variants without added blocks or
+    without a trained model are left out."""
+    layout = Layout(out)
+    table = []
+    for v in variants:
+        per_seed = [block_usage(layout.model_file(v, seed)) for seed in budget.seeds
+                    if os.path.exists(layout.model_file(v, seed))]
+        per_seed = [u for u in per_seed if u[0]]
+        if not per_seed:
+            continue
+        blocks = [scope for scope, _ in per_seed[0][0]]
+        means = [sum(u[0][i][1] for u in per_seed) / len(per_seed) for i in range(len(blocks))]
+        backbone = [u[1] for u in per_seed if u[1] is not None]
+        table.append([v.name, " / ".join("%.2f" % m for m in means),
+                      "%.2f" % (sum(backbone) / len(backbone)) if backbone else "–", str(len(per_seed))])
+    if not table:
+        return "No trained model with added blocks yet."
+    return _md_table(["model", "added blocks, input to output (mean abs gamma)",
+                      "backbone residual branches (mean abs gamma)", "seeds"], table)
+
+
 def write_report(out, budget, docs, meta, progress_line):
     """Writes ``docs/RESULTS.md`` and ``docs/figures/robustness.png``; returns the claims."""
     rows = collect(out, budget)
@@ -313,7 +355,7 @@ def write_report(out, budget, docs, meta, progress_line):
         white_box=white_box_table(rows, budget, ("fig7",)),
         ablations=white_box_table(rows, budget, ("table1", "all")),
         table3=white_box_table(rows, budget, ("table3",)),
-        black_box=black_box_table(rows), noise=noise_table(features),
+        black_box=black_box_table(rows), noise=noise_table(features), usage=block_usage_table(out, budget),
         feature_figs="\n".join("![%s](figures/%s)" % (n, n) for n in (features or {}).get("figures", [])))
     from fdenoise.checkpoint import atomic_write
     atomic_write(os.path.join(docs, "RESULTS.md"), lambda f: f.write(text), mode="w")
@@ -374,6 +416,16 @@ of their binomial counts, and every seed agrees in sign; no verdict is given fro
 ## Black-box transfer and all-or-nothing (Table 2; accuracy %)
 
 {black_box}
+
+## Do the networks use the added blocks?
+
+Every added block ends in a BN whose scale gamma starts at 0, so at initialization the block is
+the identity (as every residual branch of the backbone is; the block without its residual
+connection, Table 1, starts at gamma = 1 instead, since it replaces its input). The mean |gamma| after training says
+how much of the block's output the network chose to add: near 0 means the block was left
+unused, values like the backbone's own residual branches mean it is used as much as they are.
+
+{usage}
 
 ## Feature noise (Sec. 3, Figs. 1-3)
 

@@ -98,6 +98,33 @@ def test_compare_needs_significance_and_agreeing_seeds():
     assert abs(d - 10.0) < 1e-9 and verdict.startswith("1 seed so far")
 
 
+def test_block_usage_reads_the_closing_bn_of_every_added_block(tmp_path):
+    """Only the BN that closes an added block counts (the denoising block's 1x1 conv, the
+    added bottleneck's conv3, the per-residual-block non-local of Sec. 6.2), in network
+    order; the backbone's residual branches are averaged on their own."""
+    import numpy as np
+    params = {
+        "group1_denoise/conv/bn/gamma": np.array([0.5, -0.5]),
+        "group0_denoise/conv/bn/gamma": np.array([0.1, 0.3]),
+        "group0_denoise/conv/bn/beta": np.array([9.0, 9.0]),
+        "group0_denoise/embedding_theta/W": np.ones((1, 1, 2, 1)),
+        "group2_denoise/conv3/bn/gamma": np.array([0.0, 0.4]),       # an added bottleneck block
+        "group2_denoise/conv1/bn/gamma": np.array([7.0, 7.0]),
+        "group1/block1/non_local/conv/bn/gamma": np.array([1.0, 1.0]),
+        "group1/block0/non_local/conv/bn/gamma": np.array([0.0, 2.0]),
+        "group0/block0/conv3/bn/gamma": np.array([0.2, -0.2]),
+        "group1/block0/conv3/bn/gamma": np.array([0.6, 0.6]),
+        "group1/block0/conv2/bn/gamma": np.array([5.0, 5.0]),
+    }
+    path = str(tmp_path / "model-final.npz")
+    np.savez(path, **params)
+    added, backbone = report.block_usage(path)
+    assert [s for s, _ in added] == ["group0_denoise", "group1_denoise", "group1/block0/non_local",
+                                     "group1/block1/non_local", "group2_denoise"]
+    assert np.allclose([g for _, g in added], [0.2, 0.5, 1.0, 1.0, 0.2])
+    assert abs(backbone - 0.4) < 1e-12
+
+
 def test_plain_summary_sorts_every_verdict():
     cases = {"yes": "holds", "yes (direction only: nested subsets)": "holds", "similar (difference not "
              "significant)": "holds", "no, the opposite (significant)": "does not hold",
@@ -143,3 +170,6 @@ def test_tiny_suite_runs_resumes_and_writes_the_page(tmp_path):
     assert second.returncode == 0, second.stdout[-3000:]
     assert "13 of 13 jobs already finished; 0 to run" in second.stdout
     assert "(1/" not in second.stdout
+    # The block-usage table reads the trained nonlocal model's 4 blocks, not the baseline's.
+    usage = [l for l in page.splitlines() if l.startswith("| nonlocal |") and l.count("/") == 3]
+    assert len(usage) == 1 and not any(l.startswith("| baseline |") and " / " in l for l in page.splitlines())
