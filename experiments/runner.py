@@ -80,8 +80,8 @@ def plan_jobs(variants, budget, layout, data, python=sys.executable):
     """Every job of the suite, in the order they run: the black-box source and its transfer
     attacks first (cheap, and every model's black-box evaluation needs them), then per seed
     and variant: training, white-box evaluations, black-box evaluation. The feature figures
-    use the first seed's models only, so they run as soon as those exist: a suite stopped
-    during a later seed already has its figures."""
+    use some of the first seed's models only, so they run right after the last of those: a
+    suite stopped before the end already has its figures."""
     py = [python]
     common = ["--data", data, "--dataset", "fashion-mnist"]
 
@@ -117,8 +117,9 @@ def plan_jobs(variants, budget, layout, data, python=sys.executable):
                    for a in attacks]
     labels = os.path.join(layout.crafted_dir(attacks[0]), "labels.txt")
 
+    feature_models = [v for v in variants if {"fig7", "table3"} & set(v.groups)]
+
     def features_job(seed):
-        feature_models = [v for v in variants if {"fig7", "table3"} & set(v.groups)]
         return Job("features", py + ["-m", "experiments.features", "--out", layout.out, "--data", data,
                                      "--seed", str(seed), "--images", str(budget.feature_images),
                                      "--epsilon", "%g" % budget.epsilon],
@@ -148,8 +149,8 @@ def plan_jobs(variants, budget, layout, data, python=sys.executable):
                                                                                    "--json-out", out]),
                             out, layout.log("bb/%s/seed%d" % (variant.name, seed)),
                             needs=(model,) + tuple(layout.crafted_file(a) for a in attacks)))
-        if seed == budget.seeds[0]:
-            jobs.append(features_job(seed))
+            if seed == budget.seeds[0] and feature_models and variant == feature_models[-1]:
+                jobs.append(features_job(seed))
     return jobs
 
 
