@@ -131,6 +131,33 @@ def test_block_usage_reads_the_closing_bn_of_every_added_block(tmp_path):
     assert abs(backbone - 0.4) < 1e-12
 
 
+def test_no_residual_verdict_counts_nan_and_a_loss_that_does_not_decrease():
+    """Table 1: training without the residual connection fails if the loss goes NaN or stays
+    nearer the chance-level loss (ln 10 = 2.30) than the residual version's."""
+    budget = BUDGETS["full"]
+
+    def rows(nores_losses, diverged=(), res_losses=(1.0, 1.0)):
+        res, nores = report.Row(_variant("nonlocal")), report.Row(_variant("nonlocal-noresidual"))
+        res.final_loss = dict(enumerate(res_losses, 1))
+        nores.final_loss = dict(nores_losses)
+        nores.diverged = list(diverged)
+        return nores, res
+
+    verdict = lambda *a, **k: report._residual_claim(*rows(*a, **k), budget)[3]
+    assert verdict({1: 2.2, 2: 2.1}) == "yes: training failed in 2 of 2 seeds"
+    assert verdict({1: 2.2}, diverged=[2]) == "yes: training failed in 2 of 2 seeds"
+    # 1.6 is nearer 1.0 than 2.30: that seed trained.
+    assert verdict({1: 2.2, 2: 1.6}) == "no: trained in 1 of 2 seeds"
+    assert verdict({1: 2.2}) == "1 seed so far (a verdict needs 2)"
+    assert verdict({1: 2.2, 2: 2.2}, res_losses=()) == "not measured yet"
+    assert report.verdict_class(verdict({1: 2.2, 2: 2.1})) == "holds"
+    assert report.verdict_class(verdict({1: 2.2, 2: 1.6})) == "does not hold"
+
+
+def _variant(name):
+    return next(v for v in VARIANTS if v.name == name)
+
+
 def test_plain_summary_sorts_every_verdict():
     cases = {"yes": "holds", "yes (direction only: nested subsets)": "holds", "similar (difference not "
              "significant)": "holds", "no, the opposite (significant)": "does not hold",
