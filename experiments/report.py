@@ -148,7 +148,8 @@ def claims(rows, budget):
     out.append(("with clean training, denoising makes no significant difference on clean images", "Table 3",
                 "%s points" % ("%+.1f" % d if d is not None else "–"),
                 "yes (no significant difference)" if v == "not significant" else
-                ("no: significant difference" if d is not None else v)))
+                # a judged difference either way contradicts the claim; otherwise still open
+                "no: significant difference" if v in ("yes", "no, the opposite (significant)") else v))
     for a, b in (("clean-baseline", "baseline"), ("clean-nonlocal", "nonlocal")):
         d, v = cmp(a, b, "clean")
         out.append(("adversarial training costs clean accuracy (%s vs %s)" % (b, a), "Sec. 6.3",

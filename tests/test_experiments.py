@@ -154,6 +154,22 @@ def test_no_residual_verdict_counts_nan_and_a_loss_that_does_not_decrease():
     assert report.verdict_class(verdict({1: 2.2, 2: 1.6})) == "does not hold"
 
 
+def test_table3_verdict_waits_for_two_seeds():
+    """One seed of a clean-trained pair gives no verdict either way (it once said "no")."""
+    budget = BUDGETS["full"]
+    rows = {"clean-baseline": _row("clean-baseline", [0.90], n=10000, metric="clean"),
+            "clean-nonlocal": _row("clean-nonlocal", [0.85], n=10000, metric="clean")}
+    table3 = next(c for c in report.claims(rows, budget) if c[1] == "Table 3")
+    assert report.verdict_class(table3[3]) == "open", table3
+    rows = {"clean-baseline": _row("clean-baseline", [0.90, 0.91], n=10000, metric="clean"),
+            "clean-nonlocal": _row("clean-nonlocal", [0.85, 0.84], n=10000, metric="clean")}
+    table3 = next(c for c in report.claims(rows, budget) if c[1] == "Table 3")
+    assert table3[3] == "no: significant difference"
+    rows["clean-nonlocal"] = _row("clean-nonlocal", [0.905, 0.90], n=10000, metric="clean")
+    table3 = next(c for c in report.claims(rows, budget) if c[1] == "Table 3")
+    assert table3[3] == "yes (no significant difference)"
+
+
 def _variant(name):
     return next(v for v in VARIANTS if v.name == name)
 
