@@ -139,8 +139,10 @@ def figure_noise(noise, path):
     import matplotlib.pyplot as plt
     stages = ["res2", "res3", "res4", "res5"]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    # 20 distinct colours: the suite has more models than the default cycle's 10
+    colors = plt.get_cmap("tab20").colors
     for k, (name, values) in enumerate(sorted(noise.items())):
-        color = "C%d" % (k % 10)
+        color = colors[k % len(colors)]
         ax.plot(range(4), [values.get(s, float("nan")) for s in stages], "-o", color=color, label=name, ms=3)
         after = [values.get(s + "/denoise/denoised") for s in stages]
         if any(v is not None for v in after):
