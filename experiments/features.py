@@ -131,6 +131,9 @@ def figure_denoising(denoise_model, path, key="res3/denoise", rows=4):
     plt.close(fig)
 
 
+NOISE_FIGURE = "feature_noise.png"
+
+
 def figure_noise(noise, path):
     """Relative feature perturbation per stage (solid: stage outputs; dashed: right after
     each denoising operation) for every model."""
@@ -201,7 +204,7 @@ def main(argv=None):
     if "nonlocal" in kept:
         written.append(os.path.join(figures, "denoising_op.png"))
         figure_denoising(kept["nonlocal"], written[-1])
-    written.append(os.path.join(figures, "feature_noise.png"))
+    written.append(os.path.join(figures, NOISE_FIGURE))
     figure_noise(results, written[-1])
     summary = {"seed": args.seed, "images": int(len(images)), "epsilon": args.epsilon,
                "attack": "targeted PGD-10, white-box on each model", "relative_perturbation": results,

@@ -183,7 +183,7 @@ def _residual_claim(r, with_residual, budget, num_classes=10):
     if r is None or with_residual is None:
         return claim + ("–", "not measured yet")
     chance = math.log(num_classes)
-    reference = sorted(with_residual.final_loss.values())
+    reference = list(with_residual.final_loss.values())
     reference = sum(reference) / len(reference) if reference else None
     failed, judged = list(r.diverged), len(r.diverged)
     for seed, loss in r.final_loss.items():
@@ -322,8 +322,8 @@ def noise_table(features):
 
 # The BN that closes an added block (the denoising block's after its 1x1 conv, the bottleneck
 # block's after conv3) and every backbone residual branch start with gamma = 0
-# (nets/denoise_block.batchnorm, zero_init; not the block without a residual connection): a block whose gamma stays near 0 is still the
-# identity, i.e. the network did not use it.
+# (nets/denoise_block.batchnorm, zero_init; not the block without a residual connection):
+# a block whose gamma stays near 0 is still the identity, i.e. the network did not use it.
 _ADDED_BLOCK_GAMMA = re.compile(r"^(.*(?:_denoise|/non_local))/(?:conv|conv3)/bn/gamma$")
 _BACKBONE_GAMMA = re.compile(r"^group\d+/block\d+/conv3/bn/gamma$")
 
@@ -371,9 +371,13 @@ def write_report(out, budget, docs, meta, progress_line):
     features = load_json(Layout(out).features_file())
     if features:
         import shutil
+        from .features import NOISE_FIGURE, figure_noise
         for name in features.get("figures", []):
             src = os.path.join(out, "features", name)
-            if os.path.exists(src):
+            if name == NOISE_FIGURE and features.get("relative_perturbation"):
+                # drawn from the measurement itself, so the page's drawing code applies
+                figure_noise(features["relative_perturbation"], os.path.join(figures, name))
+            elif os.path.exists(src):
                 shutil.copyfile(src, os.path.join(figures, name))
     found = claims(rows, budget)
     text = RESULTS_TEMPLATE.format(
@@ -456,9 +460,10 @@ of their binomial counts, and every seed agrees in sign; no verdict is given fro
 
 Every added block ends in a BN whose scale gamma starts at 0, so at initialization the block is
 the identity (as every residual branch of the backbone is; the block without its residual
-connection, Table 1, starts at gamma = 1 instead, since it replaces its input). The mean |gamma| after training says
-how much of the block's output the network chose to add: near 0 means the block was left
-unused, values like the backbone's own residual branches mean it is used as much as they are.
+connection, Table 1, starts at gamma = 1 instead, since it replaces its input). The mean
+|gamma| after training says how much of the block's output the network chose to add: near 0
+means the block was left unused, values like the backbone's own residual branches mean it is
+used as much as they are.
 
 {usage}
 
