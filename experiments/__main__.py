@@ -47,7 +47,7 @@ def main(argv=None):
     from data.fashion_mnist import is_fashion_mnist_dir
     from experiments.report import write_report
     from bench.run import git_commit
-    from experiments.runner import Layout, load_json, plan_jobs, run_all
+    from experiments.runner import Layout, check_budget, load_json, plan_jobs, run_all
 
     try:
         variants = select_variants([v for v in (args.variants or "").split(",") if v])
@@ -63,19 +63,26 @@ def main(argv=None):
         return 2
     out = os.path.abspath(args.out)
     layout = Layout(out)
+    mismatch = check_budget(layout, budget, record=not (args.report_only or args.list))
+    if mismatch:
+        print("experiments: error: %s" % mismatch, file=sys.stderr)
+        return 2
     jobs = plan_jobs(variants, budget, layout, args.data)
     if args.list:
         for j in jobs:
-            print("%-8s %s" % ("done" if j.done else "todo", j.name))
+            print("%-8s %s" % ("done" if j.done else "diverged" if j.diverged else "todo", j.name))
         return 0
     status = {"failed": [], "blocked": []}
     if not args.report_only:
         status = run_all(jobs, layout, progress=lambda m: print(m, flush=True))
-    finished = sum(1 for j in jobs if j.done)
+    finished = sum(1 for j in jobs if j.settled)
+    not_run = sum(1 for j in jobs if j.diverged and not j.done and not j.diverged_ok)
     timings = load_json(layout.timings(), {})
     wall = sum(timings.values())
     argv_shown = " ".join(["python -m experiments"] + (argv if argv is not None else sys.argv[1:]))
-    progress = ("**Complete:** all %d jobs finished." % len(jobs) if finished == len(jobs) else
+    progress = ("**Complete:** all %d jobs finished%s." % (
+        len(jobs), " (%d of them need a model whose training diverged, and did not run)" % not_run if not_run else "")
+        if finished == len(jobs) else
                 "**In progress:** %d of %d jobs finished; missing rows show '–'. Rerun the command to "
                 "continue." % (finished, len(jobs)))
     commit = git_commit()
@@ -85,7 +92,10 @@ def main(argv=None):
             "machine": machine(),
             "wall": "%.1f CPU-machine hours (%.0f s)" % (wall / 3600, wall),
             "date": time.strftime("%Y-%m-%d")}
-    found = write_report(out, budget, os.path.abspath(args.docs), meta, progress)
+    # The page reads every seed on disk: `--seeds 2` continues a suite, it does not hide seed 1.
+    seeds = sorted(set(budget.seeds) | layout.seeds_on_disk(variants))
+    found = write_report(out, dataclasses.replace(budget, seeds=tuple(seeds)), os.path.abspath(args.docs), meta,
+                         progress)
     print("[repro] %s" % progress.replace("**", ""))
     for claim, where, evidence, verdict in found:
         print("[repro] %-10s %-70s %s" % (where, claim[:70], verdict))

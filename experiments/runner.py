@@ -15,19 +15,43 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 class Job:
     """One subprocess. ``done_file`` exists once it finished; ``diverged_ok`` lets train.py's
-    exit code 3 (NaN/inf loss, Table 1's "unable to train") count as a finished result."""
+    exit code 3 (NaN/inf loss, Table 1's "unable to train") count as a finished result.
+    ``any_model`` marks a job over several models that runs without those that diverged."""
 
-    def __init__(self, name, argv, done_file, log_file, diverged_ok=False, needs=()):
+    def __init__(self, name, argv, done_file, log_file, diverged_ok=False, needs=(), any_model=False):
         self.name, self.argv, self.done_file, self.log_file = name, argv, done_file, log_file
-        self.diverged_ok, self.needs = diverged_ok, tuple(needs)
+        self.diverged_ok, self.needs, self.any_model = diverged_ok, tuple(needs), any_model
 
     @property
     def done(self):
-        return os.path.exists(self.done_file)
+        """Its output exists and is newer than every input: a model trained again (or attacks
+        crafted again) makes the results computed from the old one stale, and they rerun."""
+        if not os.path.exists(self.done_file):
+            return False
+        made = os.path.getmtime(self.done_file)
+        return all(os.path.getmtime(p) <= made for p in self.needs if os.path.exists(p))
+
+    @property
+    def diverged(self):
+        """This training stopped on a NaN/inf loss, or this job needs a model that did: a
+        settled outcome (Table 1 reports such models as NaN), not a job left to run."""
+        return _diverged(self.done_file) or (not self.any_model and any(map(_diverged, self.needs)))
+
+    def missing(self):
+        """Inputs not there yet (a diverged model never will be: ``any_model`` jobs skip it)."""
+        return [p for p in self.needs if not os.path.exists(p) and not (self.any_model and _diverged(p))]
+
+    @property
+    def settled(self):
+        return self.done or self.diverged
 
 
 def diverged_file(model_dir):
     return os.path.join(model_dir, "diverged.json")
+
+
+def _diverged(model_file):
+    return os.path.exists(diverged_file(os.path.dirname(model_file)))
 
 
 class Layout:
@@ -66,6 +90,40 @@ class Layout:
     def timings(self):
         return os.path.join(self.out, "timings.json")
 
+    def budget_file(self):
+        return os.path.join(self.out, "budget.json")
+
+    def seeds_on_disk(self, variants):
+        """Seeds with a model directory for any of ``variants``."""
+        found = set()
+        for v in variants:
+            d = os.path.join(self.out, "models", v.name)
+            found |= {int(n[4:]) for n in (os.listdir(d) if os.path.isdir(d) else ())
+                      if n.startswith("seed") and n[4:].isdigit()}
+        return found
+
+
+def check_budget(layout, budget, record=True):
+    """Every job under ``--out`` must share one budget (the seeds aside): results of a run with
+    other steps, epsilon or image counts would otherwise be mixed into the tables. -> None,
+    or a one-line error. The first run records its budget."""
+    import dataclasses
+    wanted = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(budget))).items() if k != "seeds"}
+    recorded = load_json(layout.budget_file())
+    if recorded is None:
+        if record:
+            from fdenoise.checkpoint import atomic_write
+            os.makedirs(layout.out, exist_ok=True)
+            atomic_write(layout.budget_file(), lambda f: f.write(json.dumps(wanted, indent=1, sort_keys=True)),
+                         mode="w")
+        return None
+    changed = sorted(k for k in set(wanted) | set(recorded) if wanted.get(k) != recorded.get(k))
+    if changed:
+        return ("%s holds results of another budget (%s: %s there, %s now); pass a new --out, or the "
+                "options of that run" % (layout.out, ", ".join(changed), ", ".join(str(recorded.get(k)) for k in changed),
+                                         ", ".join(str(wanted.get(k)) for k in changed)))
+    return None
+
 
 def white_box_groups(budget):
     """White-box evaluations grouped by image count: one eval.py run per group, so clean and
@@ -74,6 +132,21 @@ def white_box_groups(budget):
     for iters, limit in budget.white_box:
         groups.setdefault(limit, []).append(iters)
     return [(limit, sorted(iters)) for limit, iters in groups.items()]
+
+
+def matched_groups(budget):
+    """The shorter attacks again, on the subset a longer attack runs on: (limit, iterations)
+    per subset. A longer attack on the first 500 images is only comparable with a shorter
+    one on the same 500 (the first images are not a random draw of difficulty), so Fig. 6's
+    "accuracy falls as iterations grow" and the robustness curves use these pairs."""
+    groups = []
+    for limit, iters in white_box_groups(budget):
+        if limit is None:
+            continue
+        shorter = sorted({i for i, _ in budget.white_box if i < max(iters)} - set(iters))
+        if shorter:
+            groups.append((limit, shorter))
+    return groups
 
 
 def plan_jobs(variants, budget, layout, data, python=sys.executable):
@@ -124,18 +197,22 @@ def plan_jobs(variants, budget, layout, data, python=sys.executable):
                                      "--seed", str(seed), "--images", str(budget.feature_images),
                                      "--epsilon", "%g" % budget.epsilon],
                    layout.features_file(), layout.log("features"),
-                   needs=tuple(layout.model_file(v, seed) for v in feature_models))
+                   needs=tuple(layout.model_file(v, seed) for v in feature_models), any_model=True)
 
     for seed in budget.seeds:
         for variant in variants:
             train = train_job(variant, seed)
             jobs.append(train)
             model = train.done_file
+            evaluated = []
             for limit, iters in white_box_groups(budget):
                 if variant.clean_training:
                     iters = [i for i in iters if i <= 10]      # Table 3 is about clean accuracy
-                if not iters:
-                    continue
+                if iters:
+                    evaluated.append((limit, iters))
+            subsets = {limit for limit, _ in evaluated}
+            evaluated += [(limit, iters) for limit, iters in matched_groups(budget) if limit in subsets]
+            for limit, iters in evaluated:
                 out = layout.white_box_file(variant, seed, iters, limit)
                 extra = ["--attack-iter", ",".join(map(str, iters)), "--json-out", out]
                 if limit:
@@ -194,11 +271,11 @@ def run_job(job, layout, env=None):
 def run_all(jobs, layout, progress=print, env=None):
     """Runs every unfinished job whose inputs exist. -> {'done': [...], 'failed': [...], ...}."""
     status = {"done": [], "skipped": [], "diverged": [], "failed": [], "blocked": []}
-    todo = [j for j in jobs if not j.done and not os.path.exists(diverged_file(os.path.dirname(j.done_file)))]
+    todo = [j for j in jobs if not j.settled]
     progress("[repro] %d of %d jobs already finished; %d to run" % (len(jobs) - len(todo), len(jobs), len(todo)))
     start = time.time()
     for k, job in enumerate(todo, 1):
-        missing = [p for p in job.needs if not os.path.exists(p)]
+        missing = job.missing()
         if missing:
             status["blocked"].append(job.name)
             progress("[repro] (%d/%d) %s: skipped, needs %s" % (k, len(todo), job.name, missing[0]))

@@ -131,7 +131,7 @@ BUDGETS = {
                    black_box_images=2000),
     # The test suite's budget: a few steps on a slice, to exercise every code path.
     "tiny": Budget("tiny", steps=3, batch=16, train_attack_iter=1, base_lr=0.1, lr_decay_at=0.75,
-                   seeds=(1,), white_box=((0, 32), (2, 32)), black_box_images=32, width=4,
+                   seeds=(1,), white_box=((0, 32), (2, 32), (3, 16)), black_box_images=32, width=4,
                    feature_images=16, transfer_count=2, checkpoints=1),
 }
 

@@ -102,6 +102,131 @@ def test_compare_needs_significance_and_agreeing_seeds():
     rows = {"a": _row("nonlocal", [0.60, 0.99]), "b": _row("baseline", [0.50])}
     d, verdict = report.compare(rows, "a", "b", "pgd10")
     assert abs(d - 10.0) < 1e-9 and verdict.startswith("1 seed so far")
+    # The effect must replicate: significant in each training run, not only when the runs'
+    # images are pooled (per seed: 1.96 * sqrt(2 * 0.25 / 1000) = 4.4 points; the first run's
+    # +3 is not significant on its own, though the pooled mean of +4.5 was under the old rule).
+    rows = {"a": _row("nonlocal", [0.53, 0.56]), "b": _row("baseline", [0.50, 0.50])}
+    assert report.compare(rows, "a", "b", "pgd10")[1] == "not significant"
+    assert report.points(rows, "a", "b", "pgd10") == "+4.5 points (per seed +3.0, +6.0)"
+
+
+def test_interval_counts_the_shared_test_images_once():
+    """Every seed is scored on the same images: two seeds are not twice the images."""
+    one, two = _row("baseline", [0.8], n=1000), _row("baseline", [0.8, 0.8], n=1000)
+    assert abs(one.stats("pgd10")[1] - two.stats("pgd10")[1]) < 1e-12
+    assert abs(one.stats("pgd10")[1] - 1.96 * (0.8 * 0.2 / 1000) ** 0.5) < 1e-3
+    # At 0% the interval does not collapse to 0 (it did with the Wald formula).
+    assert 0.001 < _row("clean-baseline", [0.0], n=1000).stats("pgd10")[1] < 0.005
+
+
+def test_shorter_attacks_rerun_on_every_subset_of_a_longer_one(tmp_path):
+    """PGD-100 runs on the first 500 images, PGD-1000 on the first 100: clean and PGD-10 (and
+    PGD-100) are rerun on the same images, for adversarially trained models only."""
+    from experiments.runner import Layout, matched_groups, plan_jobs
+    budget = BUDGETS["full"]
+    assert matched_groups(budget) == [(500, [0, 10]), (100, [0, 10, 100])]
+    jobs = plan_jobs(select_variants(["baseline", "clean-baseline"]), budget, Layout(str(tmp_path)), "data")
+    files = {os.path.basename(j.done_file) for j in jobs if "/baseline/seed1/" in j.done_file}
+    assert {"white-box-0-10-nall.json", "white-box-100-n500.json", "white-box-1000-n100.json",
+            "white-box-0-10-n500.json", "white-box-0-10-100-n100.json"} <= files
+    clean = {os.path.basename(j.done_file) for j in jobs if "/clean-baseline/seed1/" in j.done_file}
+    assert clean == {"model-final.npz", "white-box-0-10-nall.json", "black-box.json"}
+    job = next(j for j in jobs if j.done_file.endswith("baseline/seed1/white-box-0-10-100-n100.json"))
+    assert _flag(job.argv, "--attack-iter") == "0,10,100" and _flag(job.argv, "--limit") == "100"
+
+
+def _curve_row(name, seeds):
+    """Row with, per seed, {metric key: accuracy}: n = 10000 for plain keys, else the subset's."""
+    r = report.Row(_variant(name))
+    for seed, accs in seeds.items():
+        for key, acc in accs.items():
+            n = 10000 if key in ("clean", "pgd10") else 500 if key == "pgd100" or key.endswith("n500") else 100
+            r.add(key, seed, acc, n)
+    return r
+
+
+def test_attack_strength_is_judged_on_the_same_images():
+    """Fig. 6: a subset easier than the whole test set must not make PGD-100 look weaker than
+    PGD-10 (the first 100 images here are 10 points easier)."""
+    budget = BUDGETS["full"]
+    falling = {"clean": 0.85, "pgd10": 0.75, "pgd100": 0.80, "pgd1000": 0.62,
+               "clean@n100": 0.95, "pgd10@n100": 0.85, "pgd100@n100": 0.80,
+               "clean@n500": 0.90, "pgd10@n500": 0.83}
+    claim = report._attack_strength_claim(_curve_row("baseline", {1: falling, 2: falling}), budget)
+    assert claim[3] == "yes: falls in all 2 seeds", claim
+    assert "first 100 images: clean 95.0, PGD-10 85.0, PGD-100 80.0, PGD-1000 62.0" in claim[2]
+    flat = dict(falling, **{"pgd100@n100": 0.84, "pgd1000": 0.83})
+    assert report._attack_strength_claim(_curve_row("baseline", {1: falling, 2: flat}), budget)[3] \
+        .startswith("not significant")
+    rising = dict(falling, **{"pgd1000": 0.99})
+    assert report._attack_strength_claim(_curve_row("baseline", {1: falling, 2: rising}), budget)[3] \
+        .startswith("no: rises")
+    assert report._attack_strength_claim(_curve_row("baseline", {1: falling}), budget)[3].startswith("1 seed")
+    no_rerun = {k: v for k, v in falling.items() if "@" not in k}
+    assert report._attack_strength_claim(_curve_row("baseline", {1: no_rerun, 2: no_rerun}), budget)[3] == \
+        "not measured yet"
+    # The curves: PGD-10 on all images minus the drop measured on the subset.
+    est, half = report.full_set_estimate(_curve_row("baseline", {1: falling}), budget, 1000)
+    assert abs(est - (0.75 - (0.85 - 0.62))) < 1e-12
+    var = 0.75 * 0.25 / 10000 + 0.85 * 0.15 / 100 + 0.62 * 0.38 / 100
+    assert abs(half - 1.96 * var ** 0.5) < 1e-12
+    assert report.full_set_estimate(_curve_row("baseline", {1: falling}), budget, 10)[0] == 0.75
+
+
+def test_black_box_local_filters_verdict():
+    """Table 2's text: the local filters are "not convincingly better" than null."""
+    budget = BUDGETS["full"]
+
+    def verdict(mean_accs):
+        rows = {"null": _row("null", [0.30, 0.30], n=2000, metric="all_or_nothing")}
+        for op in ("median", "bilateral"):
+            rows[op] = _row(op, [0.31, 0.29], n=2000, metric="all_or_nothing")
+        if mean_accs:
+            rows["mean"] = _row("mean", mean_accs, n=2000, metric="all_or_nothing")
+        return next(c for c in report.claims(rows, budget) if "local filters" in c[0])[3]
+
+    assert verdict([0.31, 0.30]) == "yes: none significantly better"
+    assert verdict([0.40, 0.41]) == "no: mean significantly better"
+    assert verdict(None) == "none significantly better so far (2 of 3 judged)"
+    assert report.verdict_class(verdict(None)) == "open"
+
+
+def test_finished_jobs_go_stale_with_their_inputs_and_diverged_models_settle(tmp_path):
+    from experiments.runner import Job, diverged_file
+    model = tmp_path / "models" / "m" / "seed1" / "model-final.npz"
+    result = tmp_path / "eval" / "m" / "seed1" / "white-box.json"
+    for f in (model, result):
+        f.parent.mkdir(parents=True)
+        f.write_text("x")
+    os.utime(model, (1000, 1000))
+    os.utime(result, (2000, 2000))
+    job = Job("wb", ["true"], str(result), str(tmp_path / "log"), needs=(str(model),))
+    assert job.done and job.settled
+    os.utime(model, (3000, 3000))           # the model was trained again
+    assert not job.done and not job.settled
+    # A model that diverged settles the jobs that need it; a job over many models runs without it.
+    model.unlink()
+    (model.parent / "diverged.json").write_text("{}")
+    assert os.path.exists(diverged_file(str(model.parent)))
+    result.unlink()
+    assert job.diverged and job.settled and not job.done
+    other = tmp_path / "models" / "n" / "seed1" / "model-final.npz"
+    many = Job("features", ["true"], str(tmp_path / "f.json"), str(tmp_path / "log"),
+               needs=(str(model), str(other)), any_model=True)
+    assert not many.settled and many.missing() == [str(other)]
+
+
+def test_an_output_directory_keeps_one_budget(tmp_path):
+    import dataclasses
+    from experiments.runner import Layout, check_budget
+    layout = Layout(str(tmp_path / "out"))
+    assert check_budget(layout, BUDGETS["tiny"], record=False) is None
+    assert not os.path.exists(layout.budget_file())
+    assert check_budget(layout, BUDGETS["tiny"]) is None and os.path.exists(layout.budget_file())
+    # More seeds continue the same suite; another number of steps is another suite.
+    assert check_budget(layout, dataclasses.replace(BUDGETS["tiny"], seeds=(1, 2, 3))) is None
+    error = check_budget(layout, dataclasses.replace(BUDGETS["tiny"], steps=6))
+    assert error and "steps" in error and "--out" in error and "\n" not in error
 
 
 def test_block_usage_reads_the_closing_bn_of_every_added_block(tmp_path):
@@ -134,8 +259,6 @@ def test_block_usage_reads_the_closing_bn_of_every_added_block(tmp_path):
 def test_no_residual_verdict_counts_nan_and_a_loss_that_does_not_decrease():
     """Table 1: training without the residual connection fails if the loss goes NaN or stays
     nearer the chance-level loss (ln 10 = 2.30) than the residual version's."""
-    budget = BUDGETS["full"]
-
     def rows(nores_losses, diverged=(), res_losses=(1.0, 1.0)):
         res, nores = report.Row(_variant("nonlocal")), report.Row(_variant("nonlocal-noresidual"))
         res.final_loss = dict(enumerate(res_losses, 1))
@@ -143,9 +266,13 @@ def test_no_residual_verdict_counts_nan_and_a_loss_that_does_not_decrease():
         nores.diverged = list(diverged)
         return nores, res
 
-    verdict = lambda *a, **k: report._residual_claim(*rows(*a, **k), budget)[3]
-    assert verdict({1: 2.2, 2: 2.1}) == "yes: training failed in 2 of 2 seeds"
-    assert verdict({1: 2.2}, diverged=[2]) == "yes: training failed in 2 of 2 seeds"
+    verdict = lambda *a, **k: report._residual_claim(*rows(*a, **k))[3]
+    # The verdict says how it failed: the paper's NaN, or a loss that stays near chance.
+    assert verdict({1: 2.2, 2: 2.1}) == \
+        "yes: training failed in 2 of 2 seeds (2 without NaN but with a loss near chance)"
+    assert verdict({1: 2.2}, diverged=[2]) == \
+        "yes: training failed in 2 of 2 seeds (1 NaN, 1 without NaN but with a loss near chance)"
+    assert verdict({}, diverged=[1, 2]) == "yes: training failed in 2 of 2 seeds (2 NaN)"
     # 1.6 is nearer 1.0 than 2.30: that seed trained.
     assert verdict({1: 2.2, 2: 1.6}) == "no: trained in 1 of 2 seeds"
     assert verdict({1: 2.2}) == "1 seed so far (a verdict needs 2)"
@@ -196,9 +323,9 @@ def test_tiny_suite_runs_resumes_and_writes_the_page(tmp_path):
             "--data", FASHION, "--variants", "baseline,clean-baseline,nonlocal"]
     first = run(argv, timeout=900)
     assert first.returncode == 0, first.stdout[-3000:]
-    assert "0 of 13 jobs already finished" in first.stdout
+    assert "0 of 19 jobs already finished" in first.stdout
     page = (docs / "RESULTS.md").read_text()
-    assert "**Complete:** all 13 jobs finished" in page
+    assert "**Complete:** all 19 jobs finished" in page
     for fig in ("robustness.png", "feature_maps.png", "denoising_op.png", "feature_noise.png"):
         assert (docs / "figures" / fig).stat().st_size > 5000, fig
     # Table 3's clean-trained model is evaluated clean (and PGD-2), like the others.
@@ -206,6 +333,10 @@ def test_tiny_suite_runs_resumes_and_writes_the_page(tmp_path):
     # Every job wrote its result: white-box, black-box (2 transfer attacks), features.
     wb = json.loads((out / "eval" / "baseline" / "seed1" / "white-box-0-2-n32.json").read_text())["white_box"]
     assert wb["clean"]["num_images"] == 32 and wb["pgd2"]["num_images"] == 32
+    # PGD-3 runs on the first 16 images, and the shorter attacks again on those 16.
+    rerun = json.loads((out / "eval" / "baseline" / "seed1" / "white-box-0-2-n16.json").read_text())["white_box"]
+    assert rerun["clean"]["num_images"] == 16 and rerun["pgd2"]["num_images"] == 16
+    assert "| baseline | " in page.split("### Longer attacks on the same images")[1].split("##")[0]
     bb = json.loads((out / "eval" / "nonlocal" / "seed1" / "black-box.json").read_text())["all_or_nothing"]
     assert len(bb["per_attacker_accuracy"]) == 2 and bb["num_images"] == 32
     assert bb["all_or_nothing_accuracy"] <= min(bb["per_attacker_accuracy"].values()) + 1e-9
@@ -217,8 +348,12 @@ def test_tiny_suite_runs_resumes_and_writes_the_page(tmp_path):
     # Started again: nothing reruns, the page is regenerated.
     second = run(argv, timeout=300)
     assert second.returncode == 0, second.stdout[-3000:]
-    assert "13 of 13 jobs already finished; 0 to run" in second.stdout
+    assert "19 of 19 jobs already finished; 0 to run" in second.stdout
     assert "(1/" not in second.stdout
+    # Another budget into the same directory is refused (its results would be mixed in).
+    other = run([PYTHON, "-m", "experiments", "--budget", "full", "--out", str(out), "--docs", str(docs),
+                 "--report-only"], timeout=300, check=False)
+    assert other.returncode == 2 and "holds results of another budget" in other.stdout, other.stdout
     # The block-usage table reads the trained nonlocal model's 4 blocks, not the baseline's.
     usage = [l for l in page.splitlines() if l.startswith("| nonlocal |") and l.count("/") == 3]
     assert len(usage) == 1 and not any(l.startswith("| baseline |") and " / " in l for l in page.splitlines())
