@@ -217,9 +217,10 @@ def plan_jobs(variants, budget, layout, data, python=sys.executable):
                 extra = ["--attack-iter", ",".join(map(str, iters)), "--json-out", out]
                 if limit:
                     extra += ["--limit", str(limit)]
-                jobs.append(Job("white-box/%s/seed%d/%s" % (variant.name, seed, "-".join(map(str, iters))),
-                                eval_argv(model, extra), out, layout.log("wb/%s/seed%d/%s" % (
-                                    variant.name, seed, "-".join(map(str, iters)))), needs=(model,)))
+                # named like its file: the same attacks on another subset are another job
+                what = "%s/seed%d/%s-n%s" % (variant.name, seed, "-".join(map(str, iters)), limit or "all")
+                jobs.append(Job("white-box/" + what, eval_argv(model, extra), out, layout.log("wb/" + what),
+                                needs=(model,)))
             out = layout.black_box_file(variant, seed)
             jobs.append(Job("black-box/%s/seed%d" % (variant.name, seed),
                             eval_argv(model, ["--all-or-nothing"] + attack_dirs + ["--labels", labels,
