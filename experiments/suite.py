@@ -122,9 +122,10 @@ class Budget:
 
 
 BUDGETS = {
-    # About 6 hours on a 2-core CPU for 2 seeds (docs/RESULTS.md has the measured time): the
-    # Gaussian non-local, median and bilateral models cost 4-7x the baseline per step at
-    # 28x28, so the long attacks run on subsets (PGD-100: 500 images, PGD-1000: 100).
+    # Meant for about 6 hours on a 2-core CPU for 2 seeds; measured, it takes about 15
+    # (docs/RESULTS.md, "What the run cost"). The Gaussian non-local, median and bilateral
+    # models cost 4-7x the baseline per step at 28x28, so the long attacks run on subsets
+    # (PGD-100: 500 images, PGD-1000: 100).
     # The recipe is the README demo's: S14 of width 8, PGD-3 training, 400 steps of 128.
     "full": Budget("full", steps=400, batch=128, train_attack_iter=3, base_lr=0.4, lr_decay_at=0.75,
                    seeds=(1, 2), white_box=((0, None), (10, None), (100, 500), (1000, 100)),
