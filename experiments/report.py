@@ -373,10 +373,12 @@ def plot_curves(rows, budget, path):
             pts = [(i, s) for i, s in pts if s]
             if not pts:
                 continue
-            xs = [i for i, _ in pts]
+            # spread the variants a little along the (log) x axis, so their intervals stay apart
+            xs = [i * 1.06 ** (k - (len(variants) - 1) / 2) for i, _ in pts]
             ys = [100 * s[0] for _, s in pts]
             err = [100 * s[1] for _, s in pts]
-            ax.errorbar(xs, ys, yerr=err, marker="o", ms=3, capsize=2, label=v.name, color="C%d" % (k % 10))
+            ax.errorbar(xs, ys, yerr=err, marker="o", ms=3, capsize=2, elinewidth=0.8, label=v.name,
+                        color="C%d" % (k % 10))
         ax.set_xscale("log")
         ax.set_xlabel("targeted PGD iterations")
         ax.set_ylabel("top-1 accuracy (%)")
