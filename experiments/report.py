@@ -39,11 +39,12 @@ class Row:
 
 
 def binomial_half_width(acc, n, z=Z95):
-    """Agresti-Coull 95% half-width: the Wald interval's, except that it does not collapse to
-    0 at an accuracy of 0 or 1."""
-    n_tilde = n + z * z
-    p = (acc * n + z * z / 2) / n_tilde
-    return z * math.sqrt(p * (1 - p) / n_tilde)
+    """Half-width to print as ``acc ± h``: the larger side of the Wilson 95% interval, so the
+    printed range covers it (near 0 or 1 the interval is lopsided; Wald's collapses to 0)."""
+    n = max(n, 1)
+    centre = (acc + z * z / (2 * n)) / (1 + z * z / n)
+    spread = z * math.sqrt(acc * (1 - acc) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(acc - (centre - spread), (centre + spread) - acc)
 
 
 def collect(out, budget, variants=VARIANTS):
@@ -86,24 +87,53 @@ def seed_differences(rows, a, b, metric):
             for s in sorted(set(pa) & set(pb))}
 
 
+def run_variance(rows, metric):
+    """-> (variance of one training run's accuracy around its variant's mean, degrees of
+    freedom), pooled over the Fig. 7 variants with several seeds of ``metric`` (the models
+    that train normally: a failing ablation such as Table 1's no-residual block would swamp
+    it); (None, 0) before any has two. The test images are the same in every run, so this is
+    the spread that training itself (initialization, data order, attack noise) adds."""
+    squares, dof = 0.0, 0
+    for row in rows.values():
+        if "fig7" not in row.variant.groups:
+            continue
+        accs = [acc for acc, _ in row.per_seed.get(metric, {}).values()]
+        if len(accs) > 1:
+            mean = sum(accs) / len(accs)
+            squares += sum((x - mean) ** 2 for x in accs)
+            dof += len(accs) - 1
+    return (squares / dof if dof else None), dof
+
+
 def compare(rows, a, b, metric, min_seeds=MIN_SEEDS):
     """Is variant ``a`` more accurate than ``b`` on ``metric``? -> (mean difference in points
-    or None, verdict), over the seeds both have. Significant means it replicates: in *every*
-    seed (a separate training run of both models) the difference has the same sign and exceeds
-    1.96 standard errors of that seed's two binomial counts. Within a seed the two models see
-    the same images, so the unpaired error is conservative; across seeds, a difference that
-    training noise alone produced rarely comes out significant in every run."""
+    or None, verdict), over the seeds both have.
+
+    Significant: the mean difference over k seeds exceeds 1.96 standard errors, where the
+    variance is 2 s^2 / k for the training runs (s^2 from ``run_variance``, pooled over all
+    variants) plus both models' binomial variance for the test images (the same images in every
+    seed, so that part does not shrink with k; unpaired, so conservative)."""
     diffs = seed_differences(rows, a, b, metric)
     if not diffs:
         return None, "not measured yet"
     d = sum(x for x, _ in diffs.values()) / len(diffs)
     if len(diffs) < min_seeds:
         return 100 * d, "%d seed so far (a verdict needs %d)" % (len(diffs), min_seeds)
-    if all(x > Z95 * se for x, se in diffs.values()):
+    if not run_variance(rows, metric)[1]:
+        return 100 * d, "not judged yet (no run-to-run spread measured: no Fig. 7 model has %d seeds)" % min_seeds
+    se = difference_se(rows, metric, diffs)
+    if d > Z95 * se:
         return 100 * d, "yes"
-    if all(x < -Z95 * se for x, se in diffs.values()):
+    if d < -Z95 * se:
         return 100 * d, "no, the opposite (significant)"
     return 100 * d, "not significant"
+
+
+def difference_se(rows, metric, diffs):
+    """Standard error of the mean of ``diffs`` ({seed: (difference, image standard error)})."""
+    runs, _ = run_variance(rows, metric)
+    images = sum(se ** 2 for _, se in diffs.values()) / len(diffs)
+    return math.sqrt(2 * (runs or 0.0) / len(diffs) + images)
 
 
 def points(rows, a, b, metric, unit=" points"):
@@ -113,7 +143,8 @@ def points(rows, a, b, metric, unit=" points"):
         return "–"
     text = "%+.1f%s" % (100 * sum(x for x, _ in diffs.values()) / len(diffs), unit)
     if len(diffs) > 1:
-        text += " (per seed %s)" % ", ".join("%+.1f" % (100 * x) for x, _ in diffs.values())
+        text += " (per seed %s; significant beyond ±%.1f)" % (
+            ", ".join("%+.1f" % (100 * x) for x, _ in diffs.values()), 100 * Z95 * difference_se(rows, metric, diffs))
     return text
 
 
@@ -198,12 +229,14 @@ def _count_verdict(results, want):
     """Verdict for "every op is better" (``want`` 'better') or "no op is significantly better"
     (``want`` 'not better') from [(op, (difference, verdict))]."""
     better = [op for op, (_, v) in results if v == "yes"]
+    worse = [op for op, (_, v) in results if v.startswith("no, the opposite")]
     judged = sum(1 for _, (_, v) in results if verdict_class(v) != "open")
     measured = sum(1 for _, (d, _) in results if d is not None)
     if not judged:
         return "not judged yet (too few seeds)" if measured else "not measured yet"
     if want == "better":
         verdict = "%d of %d significantly better" % (len(better), judged)
+        verdict += ", %d significantly worse (%s)" % (len(worse), ", ".join(worse)) if worse else ""
         return verdict + (" (%d of %d ops judged so far)" % (judged, len(results)) if judged < len(results) else "")
     if better:
         return "no: %s significantly better" % ", ".join(better)
@@ -302,30 +335,37 @@ def _residual_claim(r, with_residual, num_classes=10):
 
 
 def verdict_class(verdict):
-    """'holds', 'does not hold' or 'open' for a verdict of ``claims``."""
-    m = re.match(r"(\d+) of (\d+) significantly better( \((\d+) of (\d+) ops judged so far\))?", verdict)
+    """For a verdict of ``claims``: 'holds'; 'does not hold' (the data say the opposite,
+    significantly); 'within noise' (judged, but the difference the claim is about is not
+    significant at this scale: not shown, and not contradicted either); or 'open' (runs or
+    seeds missing)."""
+    m = re.match(r"(\d+) of (\d+) significantly better(, (\d+) significantly worse)?", verdict)
     if m:
-        yes, judged = int(m.group(1)), int(m.group(2))
-        if yes < judged:
+        yes, judged, worse = int(m.group(1)), int(m.group(2)), int(m.group(4) or 0)
+        if worse:
             return "does not hold"
-        return "open" if m.group(3) else "holds"
-    if verdict.startswith("undecided"):
-        return "open"
+        if yes < judged:
+            return "within noise"
+        return "open" if "ops judged so far" in verdict else "holds"
+    if verdict.startswith(("undecided", "not significant")):
+        return "within noise"
     if verdict.startswith(("yes", "similar")):
         return "holds"
-    if verdict.startswith(("no,", "no:", "not significant")):
+    if verdict.startswith(("no,", "no:")):
         return "does not hold"
     return "open"           # not measured yet, not judged yet, one seed so far
 
 
 def summary(found):
     """The claims table in plain words: which hold at this scale, which do not, which are open."""
-    groups = {"holds": [], "does not hold": [], "open": []}
+    groups = {"holds": [], "does not hold": [], "within noise": [], "open": []}
     for claim, where, evidence, verdict in found:
         groups[verdict_class(verdict)].append("%s (%s): %s" % (claim, where, verdict))
     lines = []
-    for title, key in (("Hold here", "holds"), ("Do not hold here", "does not hold"),
-                       ("Not settled (missing runs or seeds, or too few images to tell)", "open")):
+    for title, key in (("Hold here", "holds"), ("Contradicted here (the opposite is significant)", "does not hold"),
+                       ("Not shown here (within the noise of this scale: neither confirmed nor contradicted)",
+                        "within noise"),
+                       ("Not settled yet (missing runs or seeds)", "open")):
         lines.append("**%s** (%d of %d):" % (title, len(groups[key]), len(found)))
         lines += ["- %s" % x for x in groups[key]] or ["- none"]
         lines.append("")
@@ -338,24 +378,34 @@ def full_set_estimate(row, budget, iters):
     An attack run on the first N images only is not comparable as it is with one run on all of
     them: the first N are not a random draw of difficulty. So the estimate chains the drops:
     the next shorter attack's estimate, minus the drop from it to this attack measured on this
-    attack's N images (runner.matched_groups), per seed; the chain starts at an attack run on
-    all images. The half-width adds the binomial variances of every term (conservative: it
-    ignores that the attacks of one subset share their images)."""
+    attack's N images (runner.matched_groups); the chain starts at an attack run on all
+    images. Each seed's chain is computed from that seed alone, and seeds with a complete chain
+    are averaged. The half-width adds the binomial variances of every term (conservative: it
+    ignores that the attacks of one subset share their images; and the seeds share them too,
+    so averaging seeds does not shrink it)."""
+    chains = [c for c in (_chain(row, budget, iters, seed) for seed in sorted(row.per_seed.get(metric_key(iters), {})))
+              if c]
+    if not chains:
+        return None
+    return (sum(v for v, _ in chains) / len(chains),
+            Z95 * math.sqrt(sum(var for _, var in chains) / len(chains)))
+
+
+def _chain(row, budget, iters, seed):
+    """-> (estimate, variance) of ``full_set_estimate`` for one seed, or None."""
     attacks = sorted((i, n) for i, n in budget.white_box if i > 0)
     limit = dict(attacks)[iters]
-    if limit is None or not any(n is None for _, n in attacks) or iters == attacks[0][0]:
-        s = row.stats(metric_key(iters))
-        return s and s[:2]
+    if limit is None or iters == attacks[0][0] or not any(n is None for _, n in attacks):
+        value = row.per_seed.get(metric_key(iters), {}).get(seed)
+        return value and (value[0], _binomial_variance(value))
     shorter = max(i for i, _ in attacks if i < iters)
-    keys = (metric_key(iters), dict(same_images(budget, iters, limit))[shorter])
-    seeds = set.intersection(*[set(row.per_seed.get(k, {})) for k in keys])
-    start = full_set_estimate(row, budget, shorter)
-    if not seeds or not start:
+    start = _chain(row, budget, shorter, seed)
+    longer = row.per_seed.get(metric_key(iters), {}).get(seed)
+    before = row.per_seed.get(dict(same_images(budget, iters, limit))[shorter], {}).get(seed)
+    if not (start and longer and before):
         return None
-    drop = [row.per_seed[keys[1]][s][0] - row.per_seed[keys[0]][s][0] for s in seeds]
-    # every seed sees the same images: averaging seeds does not shrink the images' variance
-    variance = sum(_binomial_variance(row.per_seed[k][s]) for k in keys for s in seeds) / len(seeds)
-    return start[0] - sum(drop) / len(drop), math.sqrt(start[1] ** 2 + Z95 ** 2 * variance)
+    return (start[0] - (before[0] - longer[0]),
+            start[1] + _binomial_variance(before) + _binomial_variance(longer))
 
 
 def plot_curves(rows, budget, path):
@@ -437,7 +487,8 @@ def same_images_table(rows, budget):
     if not subsets:
         return "Every attack runs on the whole test set."
     columns = [(limit, i, key) for limit, longest in subsets for i, key in same_images(budget, longest, limit)]
-    estimated = [longest for _, longest in subsets]
+    # whole-set estimates need a chain that starts on the whole test set
+    estimated = [longest for _, longest in subsets] if any(n is None for i, n in budget.white_box if i) else []
     header = (["model"] + ["%s, first %d" % (metric_label(metric_key(i)), limit) for limit, i, _ in columns] +
               ["%s, all images (estimated)" % metric_label(metric_key(i)) for i in estimated])
     out = []
@@ -614,9 +665,9 @@ directory; rerunning it regenerates this page, the tables and the figures.
   epsilon {eps} on the 0..255 scale (0.1 of the range), 20% of batches from the clean image;
   {steps} SGD steps (Nesterov, lr {lr:g}, /10 at 75%, weight decay 1e-4, label smoothing 0.1).
   Table 3's models train on clean images with the same schedule.
-- Seeds: {seeds}. Each cell is the mean over seeds, ± the 95% binomial interval (Agresti-Coull) of
-  its test images (every seed sees the same images, so they count once), and [min–max over
-  seeds]: the spread between training runs.
+- Seeds: {seeds}. Each cell is the mean over seeds, ± the larger side of the 95% (Wilson)
+  binomial interval of its test images (every seed sees the same images, so they count once),
+  and [min–max over seeds]: the spread between training runs.
 {checkpoint_cuts}- White-box evaluation: targeted PGD with a random start at epsilon {eps}, step
   max(epsilon/10, epsilon/iterations), evaluation seed 0 for every model, on {wb_sizes} (the first
   N test images: the same images for every model). The longer attacks run on subsets to keep

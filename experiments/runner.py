@@ -275,7 +275,13 @@ def run_all(jobs, layout, progress=print, env=None):
     todo = [j for j in jobs if not j.settled]
     progress("[repro] %d of %d jobs already finished; %d to run" % (len(jobs) - len(todo), len(jobs), len(todo)))
     start = time.time()
-    for k, job in enumerate(todo, 1):
+    # Settled is decided again at each job, in the plan's order: a model trained (or diverged)
+    # earlier in this run makes the results computed from its old version stale (or moot).
+    k = 0
+    for job in jobs:
+        if job.settled:
+            continue
+        k += 1
         missing = job.missing()
         if missing:
             status["blocked"].append(job.name)

@@ -97,26 +97,38 @@ def test_compare_needs_significance_and_agreeing_seeds():
     # One training run is no evidence, however many images: no verdict before 2 seeds.
     rows = {"a": _row("nonlocal", [0.90]), "b": _row("baseline", [0.50])}
     assert report.compare(rows, "a", "b", "pgd10")[1].startswith("1 seed so far")
-    assert report.compare(rows, "a", "b", "pgd10", min_seeds=1)[1] == "yes"
+    # Nor with a lower bar: the spread between training runs is not measured yet.
+    assert report.compare(rows, "a", "b", "pgd10", min_seeds=1)[1].startswith("not judged yet")
     # Only the seeds both variants have are compared.
     rows = {"a": _row("nonlocal", [0.60, 0.99]), "b": _row("baseline", [0.50])}
     d, verdict = report.compare(rows, "a", "b", "pgd10")
     assert abs(d - 10.0) < 1e-9 and verdict.startswith("1 seed so far")
-    # The effect must replicate: significant in each training run, not only when the runs'
-    # images are pooled (per seed: 1.96 * sqrt(2 * 0.25 / 1000) = 4.4 points; the first run's
-    # +3 is not significant on its own, though the pooled mean of +4.5 was under the old rule).
+    # The images count once, not once per seed, and the runs' own spread adds to the error:
+    # +4.5 is not significant here (it was when the two seeds' images were pooled).
     rows = {"a": _row("nonlocal", [0.53, 0.56]), "b": _row("baseline", [0.50, 0.50])}
     assert report.compare(rows, "a", "b", "pgd10")[1] == "not significant"
-    assert report.points(rows, "a", "b", "pgd10") == "+4.5 points (per seed +3.0, +6.0)"
+    assert report.points(rows, "a", "b", "pgd10") == \
+        "+4.5 points (per seed +3.0, +6.0; significant beyond ±5.3)"
+    # Training noise measured on another Fig. 7 model (20 points between its seeds) makes a
+    # 10-point difference between two runs each insignificant.
+    rows = {"a": _row("nonlocal", [0.60, 0.62]), "b": _row("baseline", [0.50, 0.51]),
+            "c": _row("mean", [0.40, 0.60])}
+    assert report.compare(rows, "a", "b", "pgd10")[1] == "not significant"
+    var, dof = report.run_variance(rows, "pgd10")
+    assert dof == 3 and abs(var - (2 * 0.01 ** 2 + 2 * 0.005 ** 2 + 2 * 0.1 ** 2) / 3) < 1e-12
 
 
 def test_interval_counts_the_shared_test_images_once():
     """Every seed is scored on the same images: two seeds are not twice the images."""
     one, two = _row("baseline", [0.8], n=1000), _row("baseline", [0.8, 0.8], n=1000)
     assert abs(one.stats("pgd10")[1] - two.stats("pgd10")[1]) < 1e-12
-    assert abs(one.stats("pgd10")[1] - 1.96 * (0.8 * 0.2 / 1000) ** 0.5) < 1e-3
-    # At 0% the interval does not collapse to 0 (it did with the Wald formula).
-    assert 0.001 < _row("clean-baseline", [0.0], n=1000).stats("pgd10")[1] < 0.005
+    z, n, p = 1.96, 1000, 0.8      # Wilson's lower end is the farther one above 50%
+    lower = (p + z * z / (2 * n) - z * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    assert abs(one.stats("pgd10")[1] - (p - lower)) < 1e-12
+    # At 0% the interval does not collapse to 0 (it did with the Wald formula): 0 of 100 is
+    # 0.0 ± 3.7, the upper end of the Wilson interval [0, 3.7%].
+    assert abs(_row("clean-baseline", [0.0], n=100).stats("pgd10")[1] - 3.8416 / 103.8416) < 1e-9
+    assert report.pct(_row("clean-baseline", [0.0], n=100).stats("pgd10")) == "0.0 ± 3.7"
 
 
 def test_shorter_attacks_rerun_on_every_subset_of_a_longer_one(tmp_path):
@@ -158,7 +170,7 @@ def test_attack_strength_is_judged_on_the_same_images():
     flat = dict(falling, **{"pgd100@n100": 0.84, "pgd1000": 0.83})
     # Within the noise of 100 (and 500) images: too few to tell, which is not a contradiction.
     undecided = report._attack_strength_claim(_curve_row("baseline", {1: falling, 2: flat}), budget)[3]
-    assert undecided.startswith("undecided") and report.verdict_class(undecided) == "open"
+    assert undecided.startswith("undecided") and report.verdict_class(undecided) == "within noise"
     rising = dict(falling, **{"pgd1000": 0.99})
     assert report._attack_strength_claim(_curve_row("baseline", {1: falling, 2: rising}), budget)[3] \
         .startswith("no: rises")
@@ -172,7 +184,13 @@ def test_attack_strength_is_judged_on_the_same_images():
     assert abs(est - (0.75 - (0.83 - 0.80) - (0.80 - 0.62))) < 1e-12
     var = (0.75 * 0.25 / 10000 + 0.83 * 0.17 / 500 + 0.80 * 0.20 / 500 +
            0.80 * 0.20 / 100 + 0.62 * 0.38 / 100)
-    assert abs(half - 1.96 * var ** 0.5) < 1e-6     # the first term is Agresti-Coull, nearly Wald
+    assert abs(half - 1.96 * var ** 0.5) < 1e-12
+    # A seed without the reruns on the subsets does not enter the estimate (not even its start).
+    partial = {"clean": 0.5, "pgd10": 0.45, "pgd100": 0.40, "pgd1000": 0.30}
+    assert abs(report.full_set_estimate(_curve_row("baseline", {1: falling, 2: partial}), budget, 1000)[0]
+               - est) < 1e-12
+    two = report.full_set_estimate(_curve_row("baseline", {1: falling, 2: falling}), budget, 1000)
+    assert abs(two[0] - est) < 1e-12 and abs(two[1] - half) < 1e-12     # the same images: no shrinking
     assert report.full_set_estimate(_curve_row("baseline", {1: falling}), budget, 10)[0] == 0.75
 
 
@@ -217,6 +235,22 @@ def test_finished_jobs_go_stale_with_their_inputs_and_diverged_models_settle(tmp
     many = Job("features", ["true"], str(tmp_path / "f.json"), str(tmp_path / "log"),
                needs=(str(model), str(other)), any_model=True)
     assert not many.settled and many.missing() == [str(other)]
+
+
+def test_a_model_trained_in_this_run_reruns_its_old_results(tmp_path):
+    """The runner decides at each job whether it is finished: results older than a model
+    trained earlier in the same run are redone, not reused."""
+    import sys
+    from experiments.runner import Job, Layout, run_all
+    model, result = tmp_path / "model.npz", tmp_path / "result.json"
+    result.write_text("old")
+    os.utime(result, (1000, 1000))
+    write = lambda path, text: [sys.executable, "-c", "open(%r, 'w').write(%r)" % (str(path), text)]
+    train = Job("train", write(model, "new model"), str(model), str(tmp_path / "train.log"))
+    evaluate = Job("eval", write(result, "new"), str(result), str(tmp_path / "eval.log"), needs=(str(model),))
+    assert evaluate.done and not train.done
+    status = run_all([train, evaluate], Layout(str(tmp_path)), progress=lambda m: None)
+    assert status["done"] == ["train", "eval"] and result.read_text() == "new"
 
 
 def test_an_output_directory_keeps_one_budget(tmp_path):
@@ -294,6 +328,11 @@ def test_table3_verdict_waits_for_two_seeds():
     rows = {"clean-baseline": _row("clean-baseline", [0.90, 0.91], n=10000, metric="clean"),
             "clean-nonlocal": _row("clean-nonlocal", [0.85, 0.84], n=10000, metric="clean")}
     table3 = next(c for c in report.claims(rows, budget) if c[1] == "Table 3")
+    assert table3[3].startswith("not judged yet (no run-to-run spread"), table3
+    # The run-to-run spread comes from the Fig. 7 models' seeds.
+    rows.update({"baseline": _row("baseline", [0.80, 0.805], n=10000, metric="clean"),
+                 "null": _row("null", [0.81, 0.805], n=10000, metric="clean")})
+    table3 = next(c for c in report.claims(rows, budget) if c[1] == "Table 3")
     assert table3[3] == "no: significant difference"
     rows["clean-nonlocal"] = _row("clean-nonlocal", [0.905, 0.90], n=10000, metric="clean")
     table3 = next(c for c in report.claims(rows, budget) if c[1] == "Table 3")
@@ -305,19 +344,25 @@ def _variant(name):
 
 
 def test_plain_summary_sorts_every_verdict():
-    cases = {"yes": "holds", "yes (direction only: nested subsets)": "holds", "similar (difference not "
+    cases = {"yes": "holds", "yes: falls in all 2 seeds": "holds", "similar (difference not "
              "significant)": "holds", "no, the opposite (significant)": "does not hold",
-             "not significant": "does not hold", "no: not falling at every step": "does not hold",
-             "3 of 3 significantly better": "holds", "2 of 3 significantly better": "does not hold",
+             "not significant": "within noise", "no: rises at some step in 1 of 2 seeds": "does not hold",
+             "undecided: the fall is within the noise of these images in 2 of 2 seeds": "within noise",
+             "3 of 3 significantly better": "holds", "2 of 3 significantly better": "within noise",
+             "2 of 3 significantly better, 1 significantly worse (median)": "does not hold",
              "1 of 1 significantly better (1 of 5 ops judged so far)": "open",
-             "0 of 1 significantly better (1 of 5 ops judged so far)": "does not hold",
+             "0 of 1 significantly better (1 of 5 ops judged so far)": "within noise",
+             "0 of 1 significantly better, 1 significantly worse (mean) (1 of 5 ops judged so far)":
+                 "does not hold",
              "not measured yet": "open", "1 seed so far (a verdict needs 2)": "open",
-             "not judged yet (too few seeds)": "open"}
+             "not judged yet (too few seeds)": "open",
+             "not judged yet (no run-to-run spread measured: no Fig. 7 model has 2 seeds)": "open"}
     for verdict, expected in cases.items():
         assert report.verdict_class(verdict) == expected, verdict
     text = report.summary([("c1", "Fig. 7", "", "yes"), ("c2", "Table 1", "", "not measured yet")])
     assert "**Hold here** (1 of 2):\n- c1 (Fig. 7): yes" in text
-    assert "**Do not hold here** (0 of 2):\n- none" in text and "- c2 (Table 1): not measured yet" in text
+    assert "**Contradicted here (the opposite is significant)** (0 of 2):\n- none" in text
+    assert "- c2 (Table 1): not measured yet" in text
 
 
 def test_tiny_suite_runs_resumes_and_writes_the_page(tmp_path):
