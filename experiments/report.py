@@ -682,10 +682,14 @@ directory; rerunning it regenerates this page, the tables and the figures.
 
 ## Which of the paper's claims hold at this scale
 
-"Significant" means the difference replicates across training runs: in every seed both
-models have, it has the same sign and exceeds 1.96 standard errors of that seed's two binomial
-counts. No verdict is given from fewer than {min_seeds} seeds. Where the evidence lists "per seed",
-those are the separate runs' differences.
+"Significant": the mean difference over the seeds both models have exceeds 1.96 standard
+errors, counting two sources of noise. Training: how much one run's accuracy varies from
+another's, measured from the seeds of the Fig. 7 models (pooled over them). Test images: both
+models' binomial variance, counted once since every run sees the same images (unpaired, so
+conservative). No verdict is given from fewer than {min_seeds} seeds. Where the evidence lists "per
+seed", those are the separate runs' differences, followed by the difference the test needed.
+A claim "not shown here" is neither confirmed nor contradicted: its difference is within that
+noise.
 
 {summary}
 
