@@ -750,5 +750,9 @@ same quantity right after the denoising operation of that stage.
 
 ## What the run cost
 
+Seconds per job as the machine was at the time (timings.json): a job that failed and ran again
+counts in full, one cut short by stopping the suite does not count, and jobs that shared the
+machine with other work took longer. The 3x3 median filter is the costliest op per step here.
+
 {cost}
 """
