@@ -3,34 +3,45 @@ import json
 import os
 import sys
 
+# (file, images): clean and PGD-10 on the first 2000 test images; PGD-10 and PGD-100 again on
+# the first 500, where the drop from PGD-10 to PGD-100 is measured on the same images.
+PARTS = (("eval-pgd10.json", 2000), ("eval-500.json", 500))
+
 
 def main(out):
     rows = []
     for name in sorted(os.listdir(out)):
-        results = {}
-        for part in ("eval-pgd10.json", "eval-pgd100.json"):
+        results, arch = {}, None
+        for part, _ in PARTS:
             path = os.path.join(out, name, part)
             if os.path.exists(path):
                 with open(path) as f:
                     doc = json.load(f)
-                results.update(doc.get("white_box", {}))
+                results[part] = doc.get("white_box", {})
                 arch = doc["arch"]
         if results:
             rows.append((name, arch, results))
     print("\nFashion-MNIST, targeted PGD at epsilon 25.5/255 (accuracy = 100 - top-1 error; +- 95% CI)")
-    print("%-10s %-22s %-22s %-22s %-22s" % ("model", "clean acc %", "PGD-10 acc % (succ %)",
-                                             "PGD-100 acc % (succ %)", "denoising"))
+    print("%-10s %-20s %-22s %-30s %-14s" % ("model", "clean acc %", "PGD-10 acc % (succ %)",
+                                             "first 500: PGD-10 -> PGD-100", "denoising"))
     for name, arch, r in rows:
-        def cell(key, success=True):
-            if key not in r:
+        def value(part, key):
+            res = r.get(part, {}).get(key)
+            return None if res is None else (100 * (1 - res["top1_error"]), res)
+
+        def cell(part, key, ci=False, success=False):
+            v = value(part, key)
+            if v is None:
                 return "-"
-            acc = 100 * (1 - r[key]["top1_error"])
-            s = "%.1f +- %.1f (n=%d)" % (acc, 100 * r[key]["top1_error_ci95"], r[key]["num_images"])
-            if success:
-                s = "%.1f (%.1f)" % (acc, 100 * r[key]["attack_success"])
-            return s
-        den = arch["denoise"]["op"] or "none"
-        print("%-10s %-22s %-22s %-22s %-22s" % (name, cell("clean", False), cell("pgd10"), cell("pgd100"), den))
+            acc, res = v
+            if ci:
+                return "%.1f +- %.1f (n=%d)" % (acc, 100 * res["top1_error_ci95"], res["num_images"])
+            return "%.1f (%.1f)" % (acc, 100 * res["attack_success"]) if success else "%.1f" % acc
+        first, second = PARTS[0][0], PARTS[1][0]
+        same = "%s -> %s" % (cell(second, "pgd10"), cell(second, "pgd100"))
+        den = (arch["denoise"]["op"] if arch else None) or "none"
+        print("%-10s %-20s %-22s %-30s %-14s" % (name, cell(first, "clean", ci=True), cell(first, "pgd10", success=True),
+                                                 same, den))
 
 
 if __name__ == "__main__":
