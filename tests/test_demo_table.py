@@ -1,0 +1,26 @@
+"""The demo's table (scripts/demo_table.py): PGD-100 beside PGD-10 on the same 500 images."""
+import json
+
+from helpers import PYTHON, REPO, run
+
+
+def _eval(path, results, op):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    white_box = {k: {"top1_error": 1 - acc, "top1_error_ci95": 0.016, "num_images": n, "attack_success": succ}
+                 for k, (acc, n, succ) in results.items()}
+    path.write_text(json.dumps({"white_box": white_box, "arch": {"denoise": {"op": op}}}))
+
+
+def test_demo_table_compares_attacks_on_the_same_images(tmp_path):
+    _eval(tmp_path / "baseline" / "eval-pgd10.json", {"clean": (0.843, 2000, 0.0), "pgd10": (0.789, 2000, 0.069)},
+          None)
+    _eval(tmp_path / "baseline" / "eval-500.json", {"pgd10": (0.81, 500, 0.05), "pgd100": (0.792, 500, 0.084)}, None)
+    # A model whose 500-image evaluation has not run yet shows '-' there, not numbers of other images.
+    _eval(tmp_path / "denoise" / "eval-pgd10.json", {"clean": (0.84, 2000, 0.0), "pgd10": (0.795, 2000, 0.073)},
+          "nonlocal-dot")
+    out = run([PYTHON, REPO / "scripts" / "demo_table.py", tmp_path]).stdout
+    baseline = next(l for l in out.splitlines() if l.startswith("baseline"))
+    assert "84.3 +- 1.6 (n=2000)" in baseline and "78.9 (6.9)" in baseline and "81.0 -> 79.2" in baseline
+    assert baseline.rstrip().endswith("none")
+    denoise = next(l for l in out.splitlines() if l.startswith("denoise"))
+    assert "- -> -" in denoise and denoise.rstrip().endswith("nonlocal-dot")
