@@ -405,3 +405,18 @@ def test_tiny_suite_runs_resumes_and_writes_the_page(tmp_path):
     # The block-usage table reads the trained nonlocal model's 4 blocks, not the baseline's.
     usage = [l for l in page.splitlines() if l.startswith("| nonlocal |") and l.count("/") == 3]
     assert len(usage) == 1 and not any(l.startswith("| baseline |") and " / " in l for l in page.splitlines())
+
+
+def test_longest_attack_claim_compares_nonlocal_with_baseline():
+    """Sec. 6.1: the non-local model stays ahead of the baseline under the longest attack."""
+    budget = BUDGETS["full"]
+
+    def verdict(nonlocal_accs):
+        rows = {"nonlocal": _row("nonlocal", nonlocal_accs, n=100, metric="pgd1000"),
+                "baseline": _row("baseline", [0.60, 0.62], n=100, metric="pgd1000")}
+        found = [c for c in report.claims(rows, budget) if "longest attack" in c[0]]
+        assert len(found) == 1 and "PGD-1000" in found[0][0]
+        return found[0][3]
+
+    assert verdict([0.85, 0.86]) == "yes"
+    assert verdict([0.62, 0.63]) == "not significant"      # 1.5 points on 100 images: noise
