@@ -24,12 +24,27 @@ class Job:
 
     @property
     def done(self):
-        """Its output exists and is newer than every input: a model trained again (or attacks
-        crafted again) makes the results computed from the old one stale, and they rerun."""
+        """Its output exists and was computed from the inputs there now: a model trained again
+        (or attacks crafted again) makes the results computed from the old one stale, and they
+        rerun. The runner records the inputs' content hashes beside each output (``inputs_file``),
+        so a copy of the directory that resets file times stays finished; outputs without that
+        record (written by an older runner) count as finished if newer than every input."""
         if not os.path.exists(self.done_file):
             return False
-        made = os.path.getmtime(self.done_file)
-        return all(os.path.getmtime(p) <= made for p in self.needs if os.path.exists(p))
+        recorded = load_json(inputs_file(self.done_file))
+        if recorded is None:
+            made = os.path.getmtime(self.done_file)
+            return all(os.path.getmtime(p) <= made for p in self.needs if os.path.exists(p))
+        base = os.path.dirname(self.done_file)
+        return all(recorded.get(os.path.relpath(p, base)) == _fingerprint(p) for p in self.needs if os.path.exists(p))
+
+    def record_inputs(self):
+        """Writes the content hashes of the inputs this output was computed from."""
+        from fdenoise.checkpoint import atomic_write
+        base = os.path.dirname(self.done_file)
+        record = {os.path.relpath(p, base): _fingerprint(p) for p in self.needs if os.path.exists(p)}
+        atomic_write(inputs_file(self.done_file), lambda f: f.write(json.dumps(record, indent=1, sort_keys=True)),
+                     mode="w")
 
     @property
     def diverged(self):
@@ -44,6 +59,27 @@ class Job:
     @property
     def settled(self):
         return self.done or self.diverged
+
+
+def inputs_file(done_file):
+    return done_file + ".inputs.json"
+
+
+_FINGERPRINTS = {}
+
+
+def _fingerprint(path):
+    """SHA-1 of a file's content (cached while its size and time are unchanged)."""
+    import hashlib
+    stat = os.stat(path)
+    key = (path, stat.st_size, stat.st_mtime_ns)
+    if key not in _FINGERPRINTS:
+        digest = hashlib.sha1()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        _FINGERPRINTS[key] = digest.hexdigest()
+    return _FINGERPRINTS[key]
 
 
 def diverged_file(model_dir):
@@ -259,7 +295,9 @@ def run_job(job, layout, env=None):
     timings[job.name] = timings.get(job.name, 0.0) + elapsed
     from fdenoise.checkpoint import atomic_write
     atomic_write(layout.timings(), lambda f: f.write(json.dumps(timings, indent=1, sort_keys=True)), mode="w")
-    if code == 0 and job.done:
+    if code == 0 and os.path.exists(job.done_file) and os.path.getmtime(job.done_file) >= start - 1:
+        if job.needs:
+            job.record_inputs()
         return "done"
     if code == 3 and job.diverged_ok:
         tail = open(job.log_file).read().strip().splitlines()[-1:]

@@ -237,6 +237,30 @@ def test_finished_jobs_go_stale_with_their_inputs_and_diverged_models_settle(tmp
     assert not many.settled and many.missing() == [str(other)]
 
 
+def test_results_follow_their_inputs_content_even_in_a_copy_that_resets_file_times(tmp_path):
+    """The runner records what each output was computed from: a copy without the file times
+    (plain ``cp -r``) stays finished; a changed model does not."""
+    import shutil
+    import sys
+    from experiments.runner import Job, Layout, inputs_file, run_all
+    out = tmp_path / "out"
+    model, result = out / "models" / "m" / "model.npz", out / "eval" / "m" / "result.json"
+    model.parent.mkdir(parents=True)
+    model.write_text("weights")
+    write = [sys.executable, "-c", "open(%r, 'w').write('r')" % str(result)]
+    job = Job("eval", write, str(result), str(out / "eval.log"), needs=(str(model),))
+    status = run_all([job], Layout(str(out)), progress=lambda m: None)
+    assert status["done"] == ["eval"] and os.path.exists(inputs_file(str(result)))
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy, copy_function=shutil.copy)          # file times are not kept
+    copied_model, copied_result = copy / "models" / "m" / "model.npz", copy / "eval" / "m" / "result.json"
+    os.utime(copied_result, (1000, 1000))                          # older than the copied model
+    copied = Job("eval", write, str(copied_result), str(copy / "eval.log"), needs=(str(copied_model),))
+    assert copied.done
+    copied_model.write_text("retrained")
+    assert not copied.done
+
+
 def test_a_model_trained_in_this_run_reruns_its_old_results(tmp_path):
     """The runner decides at each job whether it is finished: results older than a model
     trained earlier in the same run are redone, not reused."""
