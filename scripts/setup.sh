@@ -145,6 +145,16 @@ import fdenoise  # the project, with its TensorFlow-2 workarounds applied
 print("[setup] tensorflow %s, tensorpack %s, numpy %s, opencv %s, horovod %s (gloo=%s, mpi=%s)" % (
     tf.__version__, tensorpack.__version__, numpy.__version__, cv2.__version__,
     horovod.__version__, hvd.gloo_built(), hvd.mpi_built()))
+# low-precision kernels differ by CPU (oneDNN dispatches on these), so say which CPU this is
+import platform, re
+try:
+    info = open("/proc/cpuinfo").read()
+    model = re.search(r"model name\s*:\s*(.*)", info).group(1).strip()
+    flags = set(re.search(r"flags\s*:\s*(.*)", info).group(1).split())
+except (OSError, AttributeError):
+    model, flags = platform.processor() or "unknown", set()
+wanted = ["avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_fp16", "f16c"]
+print("[setup] cpu: %s; %s" % (model, " ".join(f for f in wanted if f in flags) or "none of avx2/avx512/amx"))
 PYEOF
 CHECK="$("$VENV/bin/horovodrun" --check-build 2>&1)" || fail "check: horovodrun --check-build"
 echo "$CHECK" | grep -q "\[X\] TensorFlow" || { echo "$CHECK"; fail "check: horovodrun --check-build does not list TensorFlow"; }
