@@ -119,9 +119,10 @@ def compare(rows, a, b, metric, min_seeds=MIN_SEEDS):
     d = sum(x for x, _ in diffs.values()) / len(diffs)
     if len(diffs) < min_seeds:
         return 100 * d, "%d seed so far (a verdict needs %d)" % (len(diffs), min_seeds)
-    if not run_variance(rows, metric)[1]:
+    runs, dof = run_variance(rows, metric)
+    if not dof:
         return 100 * d, "not judged yet (no run-to-run spread measured: no Fig. 7 model has %d seeds)" % min_seeds
-    se = difference_se(rows, metric, diffs)
+    se = difference_se(runs, diffs)
     if d > Z95 * se:
         return 100 * d, "yes"
     if d < -Z95 * se:
@@ -129,9 +130,9 @@ def compare(rows, a, b, metric, min_seeds=MIN_SEEDS):
     return 100 * d, "not significant"
 
 
-def difference_se(rows, metric, diffs):
-    """Standard error of the mean of ``diffs`` ({seed: (difference, image standard error)})."""
-    runs, _ = run_variance(rows, metric)
+def difference_se(runs, diffs):
+    """Standard error of the mean of ``diffs`` ({seed: (difference, image standard error)}),
+    with ``runs`` the run-to-run variance of ``run_variance`` (None: not measured)."""
     images = sum(se ** 2 for _, se in diffs.values()) / len(diffs)
     return math.sqrt(2 * (runs or 0.0) / len(diffs) + images)
 
@@ -144,7 +145,8 @@ def points(rows, a, b, metric, unit=" points"):
     text = "%+.1f%s" % (100 * sum(x for x, _ in diffs.values()) / len(diffs), unit)
     if len(diffs) > 1:
         text += " (per seed %s; significant beyond ±%.1f)" % (
-            ", ".join("%+.1f" % (100 * x) for x, _ in diffs.values()), 100 * Z95 * difference_se(rows, metric, diffs))
+            ", ".join("%+.1f" % (100 * x) for x, _ in diffs.values()),
+            100 * Z95 * difference_se(run_variance(rows, metric)[0], diffs))
     return text
 
 
@@ -180,9 +182,8 @@ def claims(rows, budget):
     for other, where in (("baseline", "Fig. 7 (i)"), ("bottleneck", "Fig. 7 (ii)"), ("null", "Fig. 7 (iii)")):
         for m in metrics:
             results = [(op, cmp(op, other, m)) for op in ops]
-            ev = ", ".join("%s %s" % (op, "%+.1f" % d if d is not None else "–") for op, (d, _) in results)
             out.append(("every denoising op is more accurate than %s under %s" % (other, metric_label(m)), where,
-                        "points over %s: %s" % (other, ev), _count_verdict(results, "better")))
+                        _points_per_op(results, other), _count_verdict(results, "better")))
     for m in metrics:
         v = cmp("nonlocal", "nonlocal-dot", m)[1]
         out.append(("non-local Gaussian is marginally better than dot product (%s)" % metric_label(m), "Fig. 7",
@@ -207,28 +208,37 @@ def claims(rows, budget):
     for a, b in (("nonlocal", "null"), ("null", "baseline"), ("nonlocal-dot", "null")):
         out.append(("black-box all-or-nothing: %s more accurate than %s" % (a, b), "Table 2",
                     points(rows, a, b, "all_or_nothing"), cmp(a, b, "all_or_nothing")[1]))
-    v = cmp("nonlocal", "nonlocal-dot", "all_or_nothing")[1]
     out.append(("black-box all-or-nothing: non-local Gaussian and dot product perform similarly", "Table 2",
                 points(rows, "nonlocal", "nonlocal-dot", "all_or_nothing"),
-                "yes (no significant difference)" if v == "not significant" else
-                "no: significant difference" if v in ("yes", "no, the opposite (significant)") else v))
+                _no_difference(cmp("nonlocal", "nonlocal-dot", "all_or_nothing")[1])))
     local = [(op, cmp(op, "null", "all_or_nothing")) for op in ("mean", "median", "bilateral")]
     out.append(("black-box all-or-nothing: local filters (mean, median, bilateral) are not convincingly better "
                 "than null", "Table 2",
-                "points over null: " + ", ".join("%s %s" % (op, "%+.1f" % d if d is not None else "–")
-                                                 for op, (d, _) in local),
-                _count_verdict(local, "not better")))
-    v = cmp("clean-nonlocal", "clean-baseline", "clean")[1]
+                _points_per_op(local, "null"), _count_verdict(local, "not better")))
     out.append(("with clean training, denoising makes no significant difference on clean images", "Table 3",
                 points(rows, "clean-nonlocal", "clean-baseline", "clean"),
-                "yes (no significant difference)" if v == "not significant" else
-                # a judged difference either way contradicts the claim; otherwise still open
-                "no: significant difference" if v in ("yes", "no, the opposite (significant)") else v))
+                _no_difference(cmp("clean-nonlocal", "clean-baseline", "clean")[1])))
     for a, b in (("clean-baseline", "baseline"), ("clean-nonlocal", "nonlocal")):
         out.append(("adversarial training costs clean accuracy (%s vs %s)" % (b, a), "Sec. 6.3",
                     points(rows, a, b, "clean", " points lost"), cmp(a, b, "clean")[1]))
     out.append(_attack_strength_claim(rows.get("baseline"), budget))
     return out
+
+
+def _no_difference(verdict):
+    """A claim of *no* difference from ``compare``'s verdict: a judged difference either way
+    contradicts it; a verdict not yet given stays open."""
+    if verdict == "not significant":
+        return "yes (no significant difference)"
+    if verdict in ("yes", "no, the opposite (significant)"):
+        return "no: significant difference"
+    return verdict
+
+
+def _points_per_op(results, other):
+    """Evidence of a claim over several ops: each op's mean difference from ``other``."""
+    return "points over %s: %s" % (other, ", ".join(
+        "%s %s" % (op, "%+.1f" % d if d is not None else "–") for op, (d, _) in results))
 
 
 def _count_verdict(results, want):

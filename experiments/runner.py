@@ -35,16 +35,16 @@ class Job:
         if recorded is None:
             made = os.path.getmtime(self.done_file)
             return all(os.path.getmtime(p) <= made for p in self.needs if os.path.exists(p))
-        base = os.path.dirname(self.done_file)
-        return all(recorded.get(os.path.relpath(p, base)) == _fingerprint(p) for p in self.needs if os.path.exists(p))
+        return all(recorded.get(name) == digest for name, digest in self._input_fingerprints().items())
 
     def record_inputs(self):
         """Writes the content hashes of the inputs this output was computed from."""
-        from fdenoise.checkpoint import atomic_write
+        write_json(inputs_file(self.done_file), self._input_fingerprints())
+
+    def _input_fingerprints(self):
+        """{input path relative to the output's directory (so a copied tree matches): hash}."""
         base = os.path.dirname(self.done_file)
-        record = {os.path.relpath(p, base): _fingerprint(p) for p in self.needs if os.path.exists(p)}
-        atomic_write(inputs_file(self.done_file), lambda f: f.write(json.dumps(record, indent=1, sort_keys=True)),
-                     mode="w")
+        return {os.path.relpath(p, base): _fingerprint(p) for p in self.needs if os.path.exists(p)}
 
     @property
     def diverged(self):
@@ -148,10 +148,8 @@ def check_budget(layout, budget, record=True):
     recorded = load_json(layout.budget_file())
     if recorded is None:
         if record:
-            from fdenoise.checkpoint import atomic_write
             os.makedirs(layout.out, exist_ok=True)
-            atomic_write(layout.budget_file(), lambda f: f.write(json.dumps(wanted, indent=1, sort_keys=True)),
-                         mode="w")
+            write_json(layout.budget_file(), wanted)
         return None
     changed = sorted(k for k in set(wanted) | set(recorded) if wanted.get(k) != recorded.get(k))
     if changed:
@@ -281,6 +279,12 @@ def load_json(path, default=None):
         return default
 
 
+def write_json(path, obj):
+    """Writes ``obj`` as JSON atomically (a crash leaves the old file or none, never half)."""
+    from fdenoise.checkpoint import atomic_write
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1, sort_keys=True)), mode="w")
+
+
 def run_job(job, layout, env=None):
     """-> 'done' | 'diverged' | 'failed'; the subprocess's output goes to ``job.log_file``."""
     os.makedirs(os.path.dirname(job.log_file), exist_ok=True)
@@ -293,16 +297,15 @@ def run_job(job, layout, env=None):
     elapsed = time.time() - start
     timings = load_json(layout.timings(), {})
     timings[job.name] = timings.get(job.name, 0.0) + elapsed
-    from fdenoise.checkpoint import atomic_write
-    atomic_write(layout.timings(), lambda f: f.write(json.dumps(timings, indent=1, sort_keys=True)), mode="w")
+    write_json(layout.timings(), timings)
     if code == 0 and os.path.exists(job.done_file) and os.path.getmtime(job.done_file) >= start - 1:
         if job.needs:
             job.record_inputs()
         return "done"
     if code == 3 and job.diverged_ok:
         tail = open(job.log_file).read().strip().splitlines()[-1:]
-        atomic_write(diverged_file(os.path.dirname(job.done_file)), lambda f: f.write(json.dumps(
-            {"diverged": True, "message": tail[0] if tail else ""})), mode="w")
+        write_json(diverged_file(os.path.dirname(job.done_file)),
+                   {"diverged": True, "message": tail[0] if tail else ""})
         return "diverged"
     return "failed"
 
