@@ -37,6 +37,9 @@ def parse_args(argv=None):
     g = p.add_argument_group("output")
     g.add_argument("--json-out", default=None, help="write the results as JSON")
     g.add_argument("--plot-out", default=None, help="robustness curve (PNG) when several strengths are given")
+    g.add_argument("--per-image", default=None, metavar="FILE.npz",
+                   help="also save every image's top-1/top-5 error and attack success per attack, for "
+                        "paired comparisons on the same images (single process only)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("--save-adversarial", default=None, metavar="DIR",
                    help="save the adversarial images as DIR/<attack>/<index>.png with DIR/labels.txt "
@@ -140,6 +143,8 @@ def main(argv=None):
         rank, size = rank_and_size()
         if args.save_adversarial and size > 1:
             raise DataError("--save-adversarial runs in one process: drop horovodrun for it")
+        if args.per_image and size > 1:
+            raise DataError("--per-image runs in one process: drop horovodrun for it")
         params, recorded = checkpoint.read_checkpoint(args.load)
         dataset = args.dataset
         black_box = args.eval_directory or args.all_or_nothing or args.export_frozen or args.export_savedmodel
@@ -148,6 +153,8 @@ def main(argv=None):
                 dataset = "fashion-mnist" if params.get("conv0/W", np.zeros((7,))).shape[0] == 3 else "imagenet"
             else:
                 dataset = data.detect_dataset(args.data)
+        if args.per_image and black_box:
+            raise DataError("--per-image is for white-box evaluation: for black-box predictions use --logits-file")
         arch = resolve_arch(args, params, recorded, dataset)
         if rank == 0:
             logger.info("Architecture: %s" % arch.name)
@@ -210,12 +217,16 @@ def main(argv=None):
             writer = None
             if args.save_adversarial:
                 writer = evaluation.AdversarialWriter(args.save_adversarial, attackers)
+            recorder = evaluation.PerImageRecorder(args.per_image, attackers) if args.per_image else None
             results = evaluator.run(flow, total_batches=evaluation.ceil_div(
                 source.num_eval(args.limit), batch * size), progress=(rank == 0 and not args.quiet),
-                writer=writer)
+                writer=writer, per_image=recorder)
             if writer:
                 writer.close()
                 print("wrote %d adversarial images per attack to %s" % (writer.count, args.save_adversarial))
+            if recorder:
+                recorder.close()
+                print("wrote every image's results to %s" % args.per_image)
             out["white_box"] = results
             if rank == 0:
                 print(evaluation.format_table(results, list(attackers)))

@@ -4,6 +4,8 @@ import math
 import os
 import re
 
+import numpy as np
+
 from .runner import Layout, diverged_file, load_json, matched_groups, white_box_groups
 from .suite import SOURCE, SOURCE_SEED, VARIANTS
 
@@ -21,9 +23,22 @@ class Row:
         self.diverged = []          # seeds whose training stopped on a NaN/inf loss
         self.per_attacker = {}      # black-box attacker -> {seed: acc}
         self.final_loss = {}        # seed -> training cross-entropy of the last epoch
+        self.per_image = {}         # metric -> {seed: (eval.py --per-image file, attacker name)}
 
-    def add(self, metric, seed, acc, n):
+    def add(self, metric, seed, acc, n, per_image=None):
         self.per_seed.setdefault(metric, {})[seed] = (acc, n)
+        if per_image:
+            self.per_image.setdefault(metric, {})[seed] = per_image
+
+    def correct(self, metric, seed):
+        """[N] bool: which images the model classified correctly (top-1) in that evaluation,
+        or None where the evaluation kept no per-image results."""
+        path, name = self.per_image.get(metric, {}).get(seed, (None, None))
+        if path is None:
+            return None
+        from fdenoise.evaluation import load_per_image
+        _, values = load_per_image(path)
+        return values[("top1_error", name)] == 0
 
     def stats(self, metric):
         """-> (mean accuracy over seeds, 95% half-width for the test images, min, max, seeds)
@@ -60,14 +75,10 @@ def collect(out, budget, variants=VARIANTS):
             if os.path.exists(layout.model_file(v, seed)) and epochs and "xentropy_loss" in epochs[-1]:
                 row.final_loss[seed] = epochs[-1]["xentropy_loss"]
             for limit, iters in white_box_groups(budget):
-                res = load_json(layout.white_box_file(v, seed, [i for i in iters if not v.clean_training or i <= 10],
-                                                  limit))
-                for name, r in ((res or {}).get("white_box") or {}).items():
-                    row.add(name, seed, 1.0 - r["top1_error"], r["num_images"])
+                _add_white_box(row, seed, layout.white_box_file(
+                    v, seed, [i for i in iters if not v.clean_training or i <= 10], limit), "%s")
             for limit, iters in matched_groups(budget):
-                res = load_json(layout.white_box_file(v, seed, iters, limit))
-                for name, r in ((res or {}).get("white_box") or {}).items():
-                    row.add("%s@n%d" % (name, limit), seed, 1.0 - r["top1_error"], r["num_images"])
+                _add_white_box(row, seed, layout.white_box_file(v, seed, iters, limit), "%%s@n%d" % limit)
             bb = (load_json(layout.black_box_file(v, seed)) or {}).get("all_or_nothing")
             if bb:
                 row.add("all_or_nothing", seed, bb["all_or_nothing_accuracy"], bb["num_images"])
@@ -75,6 +86,31 @@ def collect(out, budget, variants=VARIANTS):
                     row.per_attacker.setdefault(name, {})[seed] = acc
         rows[v.name] = row
     return rows
+
+
+def _add_white_box(row, seed, path, key_format):
+    """One eval.py white-box result (and its per-image file, if it kept one) into ``row``,
+    each attacker under ``key_format % name``."""
+    res = load_json(path)
+    per_image = Layout.per_image_file(path)
+    per_image = per_image if os.path.exists(per_image) else None
+    for name, r in ((res or {}).get("white_box") or {}).items():
+        row.add(key_format % name, seed, 1.0 - r["top1_error"], r["num_images"],
+                (per_image, name) if per_image else None)
+
+
+def mcnemar(x_correct, y_correct):
+    """McNemar's exact test of two evaluations of the same images: -> (b, c, two-sided p),
+    b = images right in x only, c = right in y only. Under "x and y are equally accurate"
+    each of the b + c discordant images is equally likely to go either way, so b is
+    Binomial(b + c, 1/2); images both got right or both got wrong carry no information."""
+    b = int(np.sum(x_correct & ~y_correct))
+    c = int(np.sum(~x_correct & y_correct))
+    n = b + c
+    if n == 0:
+        return b, c, 1.0
+    tail = sum(math.comb(n, k) for k in range(max(b, c), n + 1)) / 2.0 ** n
+    return b, c, min(1.0, 2 * tail)
 
 
 def seed_differences(rows, a, b, metric):
@@ -277,10 +313,12 @@ def same_images(budget, iters, limit):
 def _attack_strength_claim(base, budget):
     """Fig. 6: accuracy falls as PGD runs longer. Judged on each subset a longer attack runs
     on, where the shorter attacks were rerun on the same images (a subset can be easier than
-    the whole test set). A seed shows the fall if no step rises by over 1.96 standard errors
-    and, on some subset, the fall from its first attack to its last exceeds 1.96 standard
-    errors. The test is unpaired (the evaluations keep no per-image results), so conservative:
-    a fall within its noise leaves the claim undecided, not contradicted."""
+    the whole test set). A seed shows the fall if no step rises significantly and, on some
+    subset, the fall from its first attack to its last is significant (5% level, two-sided).
+    Where both evaluations kept per-image results, the test is paired (McNemar's exact test:
+    only images that one attack broke and the other did not count); otherwise it compares the
+    two rates (1.96 standard errors of both binomials), which is far less sensitive. A fall
+    within the noise leaves the claim undecided, not contradicted."""
     claim = ("accuracy falls as attack iterations grow (on the same images)", "Fig. 6")
     curves = [(limit, same_images(budget, max(iters), limit)) for limit, iters in white_box_groups(budget) if limit]
     if not curves:
@@ -295,21 +333,33 @@ def _attack_strength_claim(base, budget):
     if len(seeds) < MIN_SEEDS:
         return claim + (evidence, "%d seed so far (a verdict needs %d)" % (len(seeds), MIN_SEEDS))
 
-    def beyond_noise(x, y):              # accuracy x above accuracy y by over 1.96 standard errors
+    tests = set()
+
+    def beyond_noise(seed, kx, ky):      # evaluation kx significantly more accurate than ky
+        cx, cy = base.correct(kx, seed), base.correct(ky, seed)
+        if cx is not None and cy is not None and len(cx) == len(cy):
+            tests.add("paired")
+            b, c, p = mcnemar(cx, cy)
+            return b > c and p < 0.05
+        tests.add("unpaired")
+        x, y = base.per_seed[kx][seed], base.per_seed[ky][seed]
         return x[0] - y[0] > Z95 * math.sqrt(_binomial_variance(x) + _binomial_variance(y))
 
     outcome = []
     for seed in seeds:
-        accs = [[base.per_seed[k][seed] for i, k in curve if i > 0] for _, curve in curves]
-        rises = any(beyond_noise(a[j + 1], a[j]) for a in accs for j in range(len(a) - 1))
-        falls = any(len(a) > 1 and beyond_noise(a[0], a[-1]) for a in accs)
+        chains = [[k for i, k in curve if i > 0] for _, curve in curves]
+        rises = any(beyond_noise(seed, a[j + 1], a[j]) for a in chains for j in range(len(a) - 1))
+        falls = any(len(a) > 1 and beyond_noise(seed, a[0], a[-1]) for a in chains)
         outcome.append("rises" if rises else "falls" if falls else "flat")
+    how = " (%s)" % " and ".join({"paired": "paired per image", "unpaired": "rates compared, unpaired"}[t]
+                                 for t in sorted(tests))
     if all(o == "falls" for o in outcome):
-        return claim + (evidence, "yes: falls in all %d seeds" % len(outcome))
+        return claim + (evidence, "yes: falls in all %d seeds%s" % (len(outcome), how))
     if "rises" in outcome:
-        return claim + (evidence, "no: rises at some step in %d of %d seeds" % (outcome.count("rises"), len(outcome)))
-    return claim + (evidence, "undecided: the fall is within the noise of these images in %d of %d seeds" % (
-        outcome.count("flat"), len(outcome)))
+        return claim + (evidence, "no: rises at some step in %d of %d seeds%s" % (
+            outcome.count("rises"), len(outcome), how))
+    return claim + (evidence, "undecided: the fall is within the noise of these images in %d of %d seeds%s" % (
+        outcome.count("flat"), len(outcome), how))
 
 
 def _residual_claim(r, with_residual, num_classes=10):
@@ -705,7 +755,10 @@ models' binomial variance, counted once since every run sees the same images (un
 conservative). No verdict is given from fewer than {min_seeds} seeds. Where the evidence lists "per
 seed", those are the separate runs' differences, followed by the difference the test needed.
 A claim "not shown here" is neither confirmed nor contradicted: its difference is within that
-noise.
+noise. Fig. 6 compares attacks within one run on the same images, so training noise does not
+enter; where both evaluations kept every image's result (`eval.py --per-image`) it uses
+McNemar's exact test on the images one attack broke and the other did not, otherwise the two
+rates' binomial noise.
 
 {summary}
 

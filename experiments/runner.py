@@ -108,6 +108,12 @@ class Layout:
         return os.path.join(self.out, "eval", variant.name, "seed%d" % seed, "white-box-%s-n%s.json" % (
             "-".join(str(i) for i in iters), limit or "all"))
 
+    @staticmethod
+    def per_image_file(white_box_file):
+        """Every image's results beside a white-box result (eval.py --per-image), for paired
+        comparisons on the same images."""
+        return white_box_file[:-len(".json")] + ".per-image.npz"
+
     def black_box_file(self, variant, seed):
         return os.path.join(self.out, "eval", variant.name, "seed%d" % seed, "black-box.json")
 
@@ -248,7 +254,8 @@ def plan_jobs(variants, budget, layout, data, python=sys.executable):
             evaluated += [(limit, iters) for limit, iters in matched_groups(budget) if limit in subsets]
             for limit, iters in evaluated:
                 out = layout.white_box_file(variant, seed, iters, limit)
-                extra = ["--attack-iter", ",".join(map(str, iters)), "--json-out", out]
+                extra = ["--attack-iter", ",".join(map(str, iters)), "--json-out", out,
+                         "--per-image", layout.per_image_file(out)]
                 if limit:
                     extra += ["--limit", str(limit)]
                 # named like its file: the same attacks on another subset are another job

@@ -57,10 +57,11 @@ class WhiteBoxEvaluator:
             self._reduce = SumAcrossRanks(len(self.attackers) * (len(METRICS) + 1), name="eval_sum")
         self.sess = build_session(self.graph, params, path)
 
-    def run(self, flow, total_batches=None, progress=True, writer=None):
+    def run(self, flow, total_batches=None, progress=True, writer=None, per_image=None):
         """-> dict attacker name -> {metric: rate, num_images, <metric>_ci95}.
 
-        ``writer`` (an :class:`AdversarialWriter`) also saves every adversarial image."""
+        ``writer`` (an :class:`AdversarialWriter`) also saves every adversarial image;
+        ``per_image`` (a :class:`PerImageRecorder`) keeps every image's metrics."""
         names = list(self.attackers)
         sums = {n: np.zeros(len(METRICS) + 1) for n in names}
         flow.reset_state()
@@ -71,6 +72,8 @@ class WhiteBoxEvaluator:
             out = self.sess.run(fetches, {self.image: images, self.label: labels})
             if writer:
                 writer.write_batch(images, labels, out.pop("adversarial"))
+            if per_image:
+                per_image.add_batch(labels, out)
             for n in names:
                 for i, values in enumerate(out[n]):
                     sums[n][i] += float(np.sum(values))
@@ -133,6 +136,36 @@ class AdversarialWriter:
     def close(self):
         text = "".join(self._labels)
         checkpoint.atomic_write(os.path.join(self.directory, "labels.txt"), lambda f: f.write(text), mode="w")
+
+
+class PerImageRecorder:
+    """Every image's 0/1 metrics per attacker, in evaluation order, saved as one .npz:
+    ``labels`` [N], and ``<metric>/<attacker>`` [N] uint8 for each of METRICS (top-1 error,
+    top-5 error, attack success). The sums behind the accuracy cannot tell whether two attacks
+    (or two models) fail on the same images; these can, so comparisons on the same images can
+    be paired (e.g. McNemar's test), which is far more sensitive than comparing two rates."""
+
+    def __init__(self, path, names):
+        self.path, self.names = path, list(names)
+        self._labels, self._values = [], {(m, n): [] for m in METRICS for n in self.names}
+
+    def add_batch(self, labels, out):
+        """``out``: attacker name -> the METRICS' [B] values, as WhiteBoxEvaluator fetches them."""
+        self._labels.append(np.asarray(labels, np.int32))
+        for n in self.names:
+            for m, values in zip(METRICS, out[n]):
+                self._values[(m, n)].append(np.asarray(values).round().astype(np.uint8))
+
+    def close(self):
+        arrays = {"%s/%s" % key: np.concatenate(v) if v else np.zeros(0, np.uint8) for key, v in self._values.items()}
+        arrays["labels"] = np.concatenate(self._labels) if self._labels else np.zeros(0, np.int32)
+        checkpoint.atomic_write(self.path, lambda f: np.savez_compressed(f, **arrays))
+
+
+def load_per_image(path):
+    """-> (labels, {(metric, attacker): uint8 array}) of a :class:`PerImageRecorder` file."""
+    with np.load(path) as z:
+        return z["labels"], {tuple(k.split("/", 1)): z[k] for k in z.files if k != "labels"}
 
 
 class Predictor:

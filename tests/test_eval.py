@@ -193,6 +193,34 @@ def test_save_adversarial_cli_writes_the_attacks_not_the_clean_images(model_npz,
     assert deltas.max() == 25 and (deltas == 25).mean() > 0.2
 
 
+def test_per_image_results_add_up_and_match_the_clean_predictions(model_npz, tmp_path):
+    """eval.py --per-image: every image's metrics in test-set order; their means are the
+    JSON's rates, and the clean top-1 errors are those of an independent Predictor run on the
+    same images (so the order and the labels are right, not just the sums)."""
+    from data.fashion_mnist import load_fashion_mnist
+    eval_py("--load", model_npz, "--data", FMNIST, "--attack-iter", "0,3", "--limit", "37", "--batch", "16",
+            "--attack-epsilon", "25.5", "--seed", "0", "--json-out", tmp_path / "r.json",
+            "--per-image", tmp_path / "p.npz", "--quiet")
+    doc = json.loads((tmp_path / "r.json").read_text())["white_box"]
+    labels, per_image = evaluation.load_per_image(str(tmp_path / "p.npz"))
+    images, true_labels = load_fashion_mnist(FMNIST, "test")
+    np.testing.assert_array_equal(labels, true_labels[:37])
+    assert set(per_image) == {(m, n) for m in ("top1_error", "top5_error", "attack_success")
+                              for n in ("clean", "pgd3")}
+    for (metric, name), values in per_image.items():
+        assert values.shape == (37,) and set(np.unique(values)) <= {0, 1}
+        assert values.mean() == pytest.approx(doc[name][metric], abs=1e-6), (metric, name)
+    params, _ = checkpoint.read_checkpoint(str(model_npz))
+    predicted = evaluation.Predictor(SMALL, params)(images[:37].reshape(37, 28, 28, 1)).argmax(1)
+    np.testing.assert_array_equal(per_image[("top1_error", "clean")], predicted != true_labels[:37])
+
+
+def test_per_image_is_refused_where_it_cannot_apply(model_npz, tmp_path):
+    r = eval_py("--load", model_npz, "--eval-directory", tmp_path, "--per-image", tmp_path / "p.npz", check=False)
+    assert r.returncode == 2 and "--per-image is for white-box evaluation" in r.stdout, r.stdout
+    assert not (tmp_path / "p.npz").exists()
+
+
 @pytest.mark.parametrize("dtype", ["uint8", "float32"])
 def test_exports_reproduce_the_logits(model_npz, tmp_path, dtype):
     eval_py("--load", model_npz, "--export-frozen", tmp_path / "m.pb", "--export-savedmodel", tmp_path / "sm",

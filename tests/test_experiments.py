@@ -4,6 +4,9 @@ says what the numbers say."""
 import json
 import os
 
+import numpy as np
+import pytest
+
 from experiments import report
 from experiments.suite import BUDGETS, VARIANTS, select_variants
 from helpers import PYTHON, run
@@ -157,6 +160,63 @@ def _curve_row(name, seeds):
     return r
 
 
+def test_mcnemar_exact_test():
+    """Against values worked by hand (binom.test in R gives the same): b=7, c=2 has
+    p = 2 * (C(9,7) + C(9,8) + C(9,9)) / 2^9 = 92/512; only discordant images count."""
+    def pair(b, c, both=0, neither=0):
+        x = np.array([1] * b + [0] * c + [1] * both + [0] * neither, bool)
+        y = np.array([0] * b + [1] * c + [1] * both + [0] * neither, bool)
+        return report.mcnemar(x, y)
+    assert pair(7, 2) == (7, 2, pytest.approx(92 / 512))
+    assert pair(7, 2, both=400, neither=91)[2] == pytest.approx(92 / 512)
+    assert pair(2, 7)[2] == pytest.approx(92 / 512)
+    assert pair(10, 0)[2] == pytest.approx(2 / 1024)
+    assert pair(5, 5)[2] == 1.0 and pair(0, 0)[2] == 1.0
+
+
+def test_attack_strength_is_paired_when_the_evaluations_kept_every_image(tmp_path):
+    """Fig. 6 with per-image results: PGD-10 -> PGD-100 loses 3 points on 500 images
+    (82 -> 79), within the unpaired noise of two rates (about 5 points); but if the longer
+    attack breaks 15 images the shorter one did not, and never the reverse, McNemar's test
+    finds it (p = 2^-14). Without the per-image files the same rates stay undecided."""
+    from fdenoise.evaluation import PerImageRecorder
+    budget = BUDGETS["full"]
+    accs = {"clean": 0.85, "pgd10": 0.80, "pgd100": 0.79, "pgd1000": 0.70,
+            "clean@n100": 0.85, "pgd10@n100": 0.80, "pgd100@n100": 0.79,
+            "clean@n500": 0.86, "pgd10@n500": 0.82}
+    plain = {1: accs, 2: accs}
+    assert report._attack_strength_claim(_curve_row("baseline", plain), budget)[3].startswith("undecided")
+
+    def correct(n, right, first_wrong=0):
+        c = np.zeros(n, bool)
+        c[first_wrong:first_wrong + right] = True
+        return c
+    row = _curve_row("baseline", plain)
+    for seed in (1, 2):
+        # first 500: PGD-10 right on images 0..409, PGD-100 on 15..409 (the same images, fewer)
+        # first 100: PGD-10 right on 0..79, PGD-100 on 1..79, PGD-1000 on 10..79
+        files = {("pgd10@n500", 500): correct(500, 410), ("pgd100", 500): correct(500, 395, 15),
+                 ("pgd10@n100", 100): correct(100, 80), ("pgd100@n100", 100): correct(100, 79, 1),
+                 ("pgd1000", 100): correct(100, 70, 10)}
+        for (key, n), right in files.items():
+            path = str(tmp_path / ("%s-%d.npz" % (key, seed)))
+            rec = PerImageRecorder(path, ["a"])
+            wrong = (~right).astype("float32")
+            rec.add_batch(np.zeros(n), {"a": [wrong, wrong, wrong]})
+            rec.close()
+            assert row.correct(key, seed) is None
+            row.add(key, seed, right.mean(), n, (path, "a"))
+            np.testing.assert_array_equal(row.correct(key, seed), right)
+    verdict = report._attack_strength_claim(row, budget)[3]
+    assert verdict == "yes: falls in all 2 seeds (paired per image)", verdict
+    # an attack that gets weaker on the same images, in one seed: a significant rise
+    rec = PerImageRecorder(str(tmp_path / "up.npz"), ["a"])
+    rec.add_batch(np.zeros(100), {"a": [(~correct(100, 95)).astype("float32")] * 3})
+    rec.close()
+    row.add("pgd1000", 2, 0.95, 100, (str(tmp_path / "up.npz"), "a"))
+    assert report._attack_strength_claim(row, budget)[3].startswith("no: rises at some step in 1 of 2 seeds")
+
+
 def test_attack_strength_is_judged_on_the_same_images():
     """Fig. 6: a subset easier than the whole test set must not make PGD-100 look weaker than
     PGD-10 (the first 100 images here are 10 points easier)."""
@@ -165,7 +225,7 @@ def test_attack_strength_is_judged_on_the_same_images():
                "clean@n100": 0.95, "pgd10@n100": 0.85, "pgd100@n100": 0.80,
                "clean@n500": 0.90, "pgd10@n500": 0.83}
     claim = report._attack_strength_claim(_curve_row("baseline", {1: falling, 2: falling}), budget)
-    assert claim[3] == "yes: falls in all 2 seeds", claim
+    assert claim[3] == "yes: falls in all 2 seeds (rates compared, unpaired)", claim
     assert "first 100 images: clean 95.0, PGD-10 85.0, PGD-100 80.0, PGD-1000 62.0" in claim[2]
     flat = dict(falling, **{"pgd100@n100": 0.84, "pgd1000": 0.83})
     # Within the noise of 100 (and 500) images: too few to tell, which is not a contradiction.
@@ -408,6 +468,10 @@ def test_tiny_suite_runs_resumes_and_writes_the_page(tmp_path):
     # PGD-3 runs on the first 16 images, and the shorter attacks again on those 16.
     rerun = json.loads((out / "eval" / "baseline" / "seed1" / "white-box-0-2-n16.json").read_text())["white_box"]
     assert rerun["clean"]["num_images"] == 16 and rerun["pgd2"]["num_images"] == 16
+    # every white-box evaluation kept its images' results, which Fig. 6's test pairs
+    from fdenoise.evaluation import load_per_image
+    labels, per_image = load_per_image(str(out / "eval" / "baseline" / "seed1" / "white-box-0-2-n16.per-image.npz"))
+    assert len(labels) == 16 and per_image[("top1_error", "pgd2")].mean() == pytest.approx(rerun["pgd2"]["top1_error"])
     assert "| baseline | " in page.split("### Longer attacks on the same images")[1].split("##")[0]
     bb = json.loads((out / "eval" / "nonlocal" / "seed1" / "black-box.json").read_text())["all_or_nothing"]
     assert len(bb["per_attacker_accuracy"]) == 2 and bb["num_images"] == 32
