@@ -446,9 +446,11 @@ def full_set_estimate(row, budget, iters):
     the next shorter attack's estimate, minus the drop from it to this attack measured on this
     attack's N images (runner.matched_groups); the chain starts at an attack run on all
     images. Each seed's chain is computed from that seed alone, and seeds with a complete chain
-    are averaged. The half-width adds the binomial variances of every term (conservative: it
-    ignores that the attacks of one subset share their images; and the seeds share them too,
-    so averaging seeds does not shrink it)."""
+    are averaged. The half-width adds the variances of every term: a drop's is paired where
+    both evaluations kept every image's result (the variance of the per-image differences),
+    otherwise the sum of both binomial variances (conservative: it ignores that the attacks of
+    one subset share their images). The seeds share the images too, so averaging seeds does not
+    shrink it."""
     chains = [c for c in (_chain(row, budget, iters, seed) for seed in sorted(row.per_seed.get(metric_key(iters), {})))
               if c]
     if not chains:
@@ -466,12 +468,22 @@ def _chain(row, budget, iters, seed):
         return value and (value[0], _binomial_variance(value))
     shorter = max(i for i, _ in attacks if i < iters)
     start = _chain(row, budget, shorter, seed)
-    longer = row.per_seed.get(metric_key(iters), {}).get(seed)
-    before = row.per_seed.get(dict(same_images(budget, iters, limit))[shorter], {}).get(seed)
+    longer_key, before_key = metric_key(iters), dict(same_images(budget, iters, limit))[shorter]
+    longer = row.per_seed.get(longer_key, {}).get(seed)
+    before = row.per_seed.get(before_key, {}).get(seed)
     if not (start and longer and before):
         return None
-    return (start[0] - (before[0] - longer[0]),
-            start[1] + _binomial_variance(before) + _binomial_variance(longer))
+    return start[0] - (before[0] - longer[0]), start[1] + _drop_variance(row, before_key, longer_key, seed)
+
+
+def _drop_variance(row, before_key, after_key, seed):
+    """Variance of the accuracy drop between two evaluations of the same images in one seed:
+    paired (variance of the per-image differences / N) where both kept per-image results,
+    else both binomial variances added."""
+    before, after = row.correct(before_key, seed), row.correct(after_key, seed)
+    if before is not None and after is not None and len(before) == len(after) and len(before) > 1:
+        return float(np.var(before.astype(float) - after, ddof=1)) / len(before)
+    return _binomial_variance(row.per_seed[before_key][seed]) + _binomial_variance(row.per_seed[after_key][seed])
 
 
 def plot_curves(rows, budget, path):

@@ -2,6 +2,7 @@
 figures are written, a second invocation skips what is finished, and the verdict logic
 says what the numbers say."""
 import json
+import math
 import os
 
 import numpy as np
@@ -209,6 +210,12 @@ def test_attack_strength_is_paired_when_the_evaluations_kept_every_image(tmp_pat
             np.testing.assert_array_equal(row.correct(key, seed), right)
     verdict = report._attack_strength_claim(row, budget)[3]
     assert verdict == "yes: falls in all 2 seeds (paired per image)", verdict
+    # the whole-set estimate's drops are paired too: 15 of 500 and 9 of 100 images lost
+    def paired(k, n):
+        return (k / n) * (1 - k / n) * n / (n - 1) / n
+    est, half = report.full_set_estimate(row, budget, 1000)
+    assert est == pytest.approx(0.80 - (0.82 - 0.79) - (0.79 - 0.70))
+    assert half == pytest.approx(1.96 * math.sqrt(0.8 * 0.2 / 10000 + paired(15, 500) + paired(9, 100)))
     # an attack that gets weaker on the same images, in one seed: a significant rise
     rec = PerImageRecorder(str(tmp_path / "up.npz"), ["a"])
     rec.add_batch(np.zeros(100), {"a": [(~correct(100, 95)).astype("float32")] * 3})
