@@ -16,11 +16,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 class Job:
     """One subprocess. ``done_file`` exists once it finished; ``diverged_ok`` lets train.py's
     exit code 3 (NaN/inf loss, Table 1's "unable to train") count as a finished result.
-    ``any_model`` marks a job over several models that runs without those that diverged."""
+    ``any_model`` marks a job over several models that runs without those that diverged.
+    ``derived_from``: models that some input was computed from (the transfer attacks' source
+    model, for a black-box evaluation): if one diverged, that input never comes."""
 
-    def __init__(self, name, argv, done_file, log_file, diverged_ok=False, needs=(), any_model=False):
+    def __init__(self, name, argv, done_file, log_file, diverged_ok=False, needs=(), any_model=False,
+                 derived_from=()):
         self.name, self.argv, self.done_file, self.log_file = name, argv, done_file, log_file
         self.diverged_ok, self.needs, self.any_model = diverged_ok, tuple(needs), any_model
+        self.derived_from = tuple(derived_from)
 
     @property
     def done(self):
@@ -50,7 +54,8 @@ class Job:
     def diverged(self):
         """This training stopped on a NaN/inf loss, or this job needs a model that did: a
         settled outcome (Table 1 reports such models as NaN), not a job left to run."""
-        return _diverged(self.done_file) or (not self.any_model and any(map(_diverged, self.needs)))
+        return _diverged(self.done_file) or (not self.any_model and any(map(_diverged, self.needs))) or \
+            any(map(_diverged, self.derived_from))
 
     def missing(self):
         """Inputs not there yet (a diverged model never will be: ``any_model`` jobs skip it)."""
@@ -267,7 +272,8 @@ def plan_jobs(variants, budget, layout, data, python=sys.executable):
                             eval_argv(model, ["--all-or-nothing"] + attack_dirs + ["--labels", labels,
                                                                                    "--json-out", out]),
                             out, layout.log("bb/%s/seed%d" % (variant.name, seed)),
-                            needs=(model,) + tuple(layout.crafted_file(a) for a in attacks)))
+                            needs=(model,) + tuple(layout.crafted_file(a) for a in attacks),
+                            derived_from=(source.done_file,)))
             if seed == budget.seeds[0] and feature_models and variant == feature_models[-1]:
                 jobs.append(features_job(seed))
     return jobs

@@ -302,6 +302,18 @@ def test_finished_jobs_go_stale_with_their_inputs_and_diverged_models_settle(tmp
     many = Job("features", ["true"], str(tmp_path / "f.json"), str(tmp_path / "log"),
                needs=(str(model), str(other)), any_model=True)
     assert not many.settled and many.missing() == [str(other)]
+    # A transfer source that diverged settles every black-box evaluation (its attacks never come).
+    from experiments.runner import Layout, plan_jobs
+    layout = Layout(str(tmp_path / "suite"))
+    jobs = plan_jobs(select_variants(["baseline"]), BUDGETS["tiny"], layout, "data")
+    black_box = [j for j in jobs if j.name.startswith("black-box/")]
+    assert black_box and not any(j.settled for j in black_box)
+    source_dir = os.path.dirname(jobs[0].done_file)
+    os.makedirs(source_dir)
+    with open(diverged_file(source_dir), "w") as f:
+        f.write("{}")
+    assert all(j.settled for j in black_box) and all(j.settled for j in jobs if j.name.startswith("craft/"))
+    assert not any(j.settled for j in jobs if j.name.startswith(("white-box/", "train/baseline")))
 
 
 def test_results_follow_their_inputs_content_even_in_a_copy_that_resets_file_times(tmp_path):
