@@ -628,6 +628,28 @@ def checkpoint_cuts(out, budget, variants=VARIANTS):
             "and the per-epoch averages of training statistics differ.\n" % (", ".join(other), budget.checkpoints))
 
 
+def per_image_note(rows):
+    """Which models' evaluations kept every image's result (eval.py --per-image; an earlier
+    runner did not): the paired tests and intervals apply to those. -> a sentence, or ''."""
+    kept, complete = [], True
+    for name, row in rows.items():
+        metrics = [m for m in row.per_seed if m != "all_or_nothing"]
+        for seed in sorted({s for m in metrics for s in row.per_seed[m]}):
+            keys = [m for m in metrics if seed in row.per_seed[m]]
+            has = sorted((m for m in keys if seed in row.per_image.get(m, {})), key=lambda m: (
+                -row.per_seed[m][seed][1], int(re.sub(r"\D", "", m.split("@")[0]) or 0)))
+            complete &= len(has) == len(keys)
+            if has:
+                kept.append("%s/seed%d (%s)" % (name, seed, "all" if len(has) == len(keys) else "%d of %d: %s" % (
+                    len(has), len(keys), ", ".join("%s n=%d" % (metric_label(m.split("@")[0]), row.per_seed[m][seed][1])
+                                                   for m in has))))
+    if complete:
+        return ""
+    return ("- Per-image results (`eval.py --per-image`), which the paired tests need, were kept by %s; the "
+            "other white-box evaluations ran under an earlier runner that did not keep them, so comparisons "
+            "that involve them use the unpaired test.\n" % ("; ".join(kept) if kept else "none"))
+
+
 def noise_table(features):
     if not features:
         return "Not measured yet."
@@ -718,7 +740,7 @@ def write_report(out, budget, docs, meta, progress_line):
         table3=white_box_table(rows, budget, ("table3",)),
         black_box=black_box_table(rows), noise=noise_table(features), usage=block_usage_table(out, budget),
         same_images=same_images_table(rows, budget), cost=cost_table(out, budget),
-        checkpoint_cuts=checkpoint_cuts(out, budget), min_seeds=MIN_SEEDS,
+        checkpoint_cuts=checkpoint_cuts(out, budget), per_image=per_image_note(rows), min_seeds=MIN_SEEDS,
         feature_figs="\n".join("![%s](figures/%s)" % (n, n) for n in (features or {}).get("figures", [])))
     from fdenoise.checkpoint import atomic_write
     atomic_write(os.path.join(docs, "RESULTS.md"), lambda f: f.write(text), mode="w")
@@ -753,7 +775,7 @@ directory; rerunning it regenerates this page, the tables and the figures.
   PGD-10 evaluation, per model), so their intervals are wider. A subset is not a random draw of
   difficulty, so the shorter attacks are rerun on each subset for the comparisons across
   iterations (Fig. 6, and the curves).
-- Black-box (Sec. 6.2): {n_transfer} transfer attacks crafted white-box on a separately trained baseline
+{per_image}- Black-box (Sec. 6.2): {n_transfer} transfer attacks crafted white-box on a separately trained baseline
   (seed 101) on the first {bb_images} test images: {transfer_list}. "2eps" is twice the training
   epsilon, as in the CAAD setting (32 against models trained at 16). All-or-nothing: an image
   counts only if every one of its adversarial versions is classified correctly.

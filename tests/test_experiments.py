@@ -216,6 +216,11 @@ def test_attack_strength_is_paired_when_the_evaluations_kept_every_image(tmp_pat
     est, half = report.full_set_estimate(row, budget, 1000)
     assert est == pytest.approx(0.80 - (0.82 - 0.79) - (0.79 - 0.70))
     assert half == pytest.approx(1.96 * math.sqrt(0.8 * 0.2 / 10000 + paired(15, 500) + paired(9, 100)))
+    # the page says which evaluations kept per-image results (here all but the plain rates)
+    note = report.per_image_note({"baseline": row})
+    assert "baseline/seed1 (5 of 9: PGD-10 n=500, PGD-100 n=500, PGD-10 n=100, PGD-100 n=100, PGD-1000 n=100)" \
+        in note, note
+    assert report.per_image_note({}) == ""
     # an attack that gets weaker on the same images, in one seed: a significant rise
     rec = PerImageRecorder(str(tmp_path / "up.npz"), ["a"])
     rec.add_batch(np.zeros(100), {"a": [(~correct(100, 95)).astype("float32")] * 3})
