@@ -109,8 +109,7 @@ def _sections(res):
             for lo in res["loop_overhead"]]
     s["While-loop vs unrolled attack"] = _table(
         ["net", "batch", "K", "tf.while_loop s", "unrolled s", "overhead", "step MB loop / unrolled"], rows)
-    rows = [[a["label"], a["batch"], a["what"], "%.3f" % a["seconds"], "%.3f" % a["tf_bn_grad_seconds"],
-             "%.2fx" % a["speedup"], _f(a.get("cpu_speedup"), "%.2fx")] for a in res.get("bn_gradient_ablation", [])]
+    rows = _ablation_rows(res.get("bn_gradient_ablation", []))
     s["Frozen-BN gradient (ablation)"] = (
         "The attack's BN layers are frozen (inference mode). `nets/denoise_block.py` gives them the gradient "
         "dx = dy x gamma / sqrt(var + eps) (one multiply) instead of TensorFlow's FusedBatchNormGradV3, which also "
@@ -119,6 +118,14 @@ def _sections(res):
         "attack with TensorFlow's gradient in the same run. Speed-up = TensorFlow's / ours, in wall time and in CPU "
         "seconds of the process (less sensitive to other load).\n\n" + _table(
             ["net", "batch", "measurement", "ours s", "TF BN gradient s", "speed-up", "speed-up (CPU s)"], rows))
+    s["Median filter gradient (ablation)"] = (
+        "The 3x3 median of `nets/denoise_ops.py` is an exchange network of 19 min/max pairs. Its gradient goes "
+        "straight to the window element equal to the median (9 comparisons) instead of back through the 38 "
+        "min/max ops, whose gradients are a select pair each. Same gradient where the median is unique "
+        "(tests/test_denoise_ops.py); the rows below measure the same attack backpropagating through the "
+        "network, in the same run. Speed-up = network's / ours, in wall time and in CPU seconds.\n\n" + _table(
+            ["net", "batch", "measurement", "ours s", "network gradient s", "speed-up", "speed-up (CPU s)"],
+            _ablation_rows(res.get("median_gradient_ablation", []))))
     rows = [[d["denoised"], d["baseline"], d["what"], d["batch"], "%.3f" % d["time_ratio"], "%.3f" % d["flop_ratio"],
              _pct(d["time_share"]), _pct(d["flop_share"]), _f(d["share_ratio"])] for d in res["denoise_overhead"]]
     s["Denoising overhead"] = _table(["with", "without", "measurement", "batch", "time ratio", "FLOP ratio",
@@ -157,6 +164,12 @@ def _low_precision(res):
             "\"Mixed precision and XLA for the attack\" below.\n\n" +
             _table(["net", "batch", "precision", "XLA", "s/step", "fp32 s/step", "speed-up",
                     "peak RSS MB (this / fp32)"], rows) + note)
+
+
+def _ablation_rows(ablation):
+    return [[a["label"], a["batch"], a["what"], "%.3f" % a["seconds"],
+             "%.3f" % a.get("ablation_seconds", a.get("tf_bn_grad_seconds", float("nan"))),
+             "%.2fx" % a["speedup"], _f(a.get("cpu_speedup"), "%.2fx")] for a in ablation]
 
 
 def _dot_order(res):

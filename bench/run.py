@@ -97,8 +97,9 @@ def plan_for(mode, low_precision=LOW_PRECISION_ATTACKS):
     ``low_precision``: attack variants to measure besides plain fp32 ("bf16", "fp32-xla", ...)."""
     lp = ["attack_" + p for p in low_precision]
     if mode == "tiny":
-        nets = [("S14-w4", small(4), 2, list(ALL) + lp), ("S14-w4" + TF_BN_SUFFIX, small(4), 2, ["attack"],
-                                                           {"bn_gradient": "tensorflow"}),
+        median = ("S14-w4-median", small(4, "median"), 2, ["attack"])
+        nets = [("S14-w4", small(4), 2, list(ALL) + lp), with_tf_bn_gradient(("S14-w4", small(4), 2, ["attack"])),
+                median, with_ablation(median, NETWORK_MEDIAN_SUFFIX),
                 ("S14-w4-nonlocal", small(4, "nonlocal"), 2, ["forward", "attack"]),
                 ("S14-w4-nonlocal-dot", small(4, "nonlocal-dot"), 2, ["forward"])]
         return dict(nets=nets, small_k=1, imagenet_k=1, ref_n=256, repeats=1, warmup=1, keras=[],
@@ -108,8 +109,11 @@ def plan_for(mode, low_precision=LOW_PRECISION_ATTACKS):
                     loop_pairs=["S14-w4"])
     small_nets = [("S14-w8", small(8), 128, list(ALL) + lp),
                   ("S14-w8-nonlocal-dot", small(8, "nonlocal-dot"), 128, list(ALL)),
-                  ("S14-w8-nonlocal", small(8, "nonlocal"), 128, list(ALL))]
-    small_pairs = [("S14-w8-nonlocal-dot", "S14-w8"), ("S14-w8-nonlocal", "S14-w8")]
+                  ("S14-w8-nonlocal", small(8, "nonlocal"), 128, list(ALL)),
+                  # the 3x3 median: the costliest op of the reproduction suite, and its gradient's ablation
+                  ("S14-w8-median", small(8, "median"), 128, ["forward", "attack", "train_adv"]),
+                  with_ablation(("S14-w8-median", small(8, "median"), 128, ["attack"]), NETWORK_MEDIAN_SUFFIX)]
+    small_pairs = [("S14-w8-nonlocal-dot", "S14-w8"), ("S14-w8-nonlocal", "S14-w8"), ("S14-w8-median", "S14-w8")]
     common = dict(small_k=3, imagenet_k=2, ref_n=2048, repeats=2, warmup=1,
                   pipeline=dict(count=64, width=500, height=375, image_size=224, repeats=2),
                   horovod=dict(np=2, arch="R152", repeats=5))
@@ -270,28 +274,44 @@ def loop_overheads(rows, labels):
 
 
 TF_BN_SUFFIX = " (TF BN grad)"
+NETWORK_MEDIAN_SUFFIX = " (network median grad)"
+# label suffix of an ablation row -> the worker parameter that switches it on
+ABLATIONS = {TF_BN_SUFFIX: {"bn_gradient": "tensorflow"}, NETWORK_MEDIAN_SUFFIX: {"median_gradient": "network"}}
+
+
+def base_label(label):
+    """The net an ablation row measures (its label without the ablation's suffix)."""
+    for suffix in ABLATIONS:
+        if label.endswith(suffix):
+            return label[:-len(suffix)]
+    return label
 
 
 def with_tf_bn_gradient(entry):
     """The same measurement with TensorFlow's own gradient for frozen BN (the ablation of
     nets.denoise_block._frozen_batchnorm_grad)."""
+    return with_ablation(entry, TF_BN_SUFFIX)
+
+
+def with_ablation(entry, suffix):
     label, s, batch, whats = entry[:4]
-    return (label + TF_BN_SUFFIX, s, batch, whats, {"bn_gradient": "tensorflow"})
+    return (label + suffix, s, batch, whats, dict(ABLATIONS[suffix]))
 
 
-def bn_gradient_ablation(rows):
+def gradient_ablation(rows, suffix):
+    """Ours against the ablation rows of ``suffix``: same net, batch and measurement, same run."""
     out = []
     for r in rows:
-        if not r["label"].endswith(TF_BN_SUFFIX) or "error" in r:
+        if not r["label"].endswith(suffix) or "error" in r:
             continue
-        ours = find(rows, r["label"][:-len(TF_BN_SUFFIX)], r["batch"], r["what"])
+        ours = find(rows, base_label(r["label"]), r["batch"], r["what"])
         if ours:
             row = {"label": ours["label"], "batch": r["batch"], "what": r["what"], "seconds": adjusted(ours),
-                   "tf_bn_grad_seconds": adjusted(r), "speedup": adjusted(r) / adjusted(ours)}
+                   "ablation_seconds": adjusted(r), "speedup": adjusted(r) / adjusted(ours)}
             if ours.get("cpu_per_wall") and r.get("cpu_per_wall"):
                 row["cpu_seconds"] = ours["seconds"] * ours["cpu_per_wall"]
-                row["tf_bn_grad_cpu_seconds"] = r["seconds"] * r["cpu_per_wall"]
-                row["cpu_speedup"] = row["tf_bn_grad_cpu_seconds"] / row["cpu_seconds"]
+                row["ablation_cpu_seconds"] = r["seconds"] * r["cpu_per_wall"]
+                row["cpu_speedup"] = row["ablation_cpu_seconds"] / row["cpu_seconds"]
             out.append(row)
     return out
 
@@ -390,7 +410,8 @@ def derive(res):
     res["adv_step_ratio"] = adv_step_ratios(rows)
     res["loop_overhead"] = loop_overheads(rows, plan["loop_pairs"])
     res["denoise_overhead"] = denoise_overheads(rows, [tuple(p) for p in plan["denoise_pairs"]], res["complexity"])
-    res["bn_gradient_ablation"] = bn_gradient_ablation(rows)
+    res["bn_gradient_ablation"] = gradient_ablation(rows, TF_BN_SUFFIX)
+    res["median_gradient_ablation"] = gradient_ablation(rows, NETWORK_MEDIAN_SUFFIX)
     res["mixed_precision"] = low_precision_rows(rows)
     if res["horovod"].get("bytes"):
         res["horovod"]["scaling"] = scaling(res["horovod"], cpu_step_estimate(rows, res["horovod"]["arch"]))
@@ -497,7 +518,7 @@ def targets(res):
                                                                   k["images_per_second_adjusted"]),
                 [k, net("R50", k["batch"], "forward")])
     for r in res["nets"]:
-        if "fraction_of_matmul" not in r or r["label"].endswith(TF_BN_SUFFIX):
+        if "fraction_of_matmul" not in r or base_label(r["label"]) != r["label"]:
             continue
         if r["label"] == "R50" and r["what"] == "forward":
             add("R50 forward >= 40%% of matmul (batch %d)" % r["batch"], r["fraction_of_matmul"], 0.40, True,
@@ -647,7 +668,7 @@ def main(argv=None):
                 runs.append(json.load(f))
         res = merge_runs(runs) if len(runs) > 1 else runs[0]
         if args.recount_flops:
-            specs = {r["label"].replace(TF_BN_SUFFIX, ""): r["spec"] for r in res["nets"]}
+            specs = {base_label(r["label"]): r["spec"] for r in res["nets"]}
             cx = run_worker("complexity", {"specs": specs, "shapes_for": None}, args.timeout, print)
             if "error" in cx:
                 print("bench.run: error: recounting FLOPs failed: %s" % cx["error"].splitlines()[-1], file=sys.stderr)
@@ -688,7 +709,7 @@ def main(argv=None):
     tmp = tempfile.TemporaryDirectory()
 
     runner.add("matmul_start", "matmul", {"n": plan["ref_n"], "repeats": 5})
-    specs = {label: s for label, s, _, _, *_ in plan["nets"] if not label.endswith(TF_BN_SUFFIX)}
+    specs = {label: s for label, s, _, _, *_ in plan["nets"] if base_label(label) == label}
     hv = plan["horovod"] if "horovod" not in skip else None
     runner.add("complexity", "complexity", {"specs": specs, "shapes_for": IMAGENET[hv["arch"]] if hv else None})
     net_jobs = []
@@ -725,7 +746,7 @@ def main(argv=None):
     res["complexity"] = archs
     res["dot_order"] = cx.get("dot_order", {})
     rows = [net_row(label, s, batch, what, k, runner.get(("net", label, batch, what)),
-                    archs.get(label.replace(TF_BN_SUFFIX, ""), {}).get("macs"))
+                    archs.get(base_label(label), {}).get("macs"))
             for label, s, batch, what, k in net_jobs]
     res["nets"] = rows
     res["keras"] = keras_rows([(b, runner.get(("keras", b))) for b in plan["keras"] if ("keras", b) in runner.results])

@@ -174,11 +174,18 @@ def _unrolled_attack(attacker, clean, label, model_fn, num_classes):
     return tf.stop_gradient(adv)
 
 
-def _bn_gradient(which):
-    """``which == 'tensorflow'``: the ablation of nets.denoise_block._frozen_batchnorm_grad,
-    BN with TensorFlow's own gradient (FusedBatchNormGradV3) everywhere."""
+def _ablation(params):
+    """bn_gradient='tensorflow': the ablation of nets.denoise_block._frozen_batchnorm_grad, BN
+    with TensorFlow's own gradient (FusedBatchNormGradV3) everywhere; median_gradient='network':
+    the ablation of nets.denoise_ops._median_of_9's gradient, through the exchange network."""
     from nets.denoise_block import tensorflow_bn_gradient
-    return tensorflow_bn_gradient() if which == "tensorflow" else contextlib.nullcontext()
+    from nets.denoise_ops import exchange_network_median_gradient
+    stack = contextlib.ExitStack()
+    if params.get("bn_gradient") == "tensorflow":
+        stack.enter_context(tensorflow_bn_gradient())
+    if params.get("median_gradient") == "network":
+        stack.enter_context(exchange_network_median_gradient())
+    return stack
 
 
 def net(params):
@@ -189,9 +196,9 @@ def net(params):
     precision, with XLA: attacks/precision.py) | unrolled (the
     same K steps unrolled) | train_clean (one SGD step on clean images, BN update ops
     included) | train_adv (PGD-K then one SGD step, fdenoise/model.py).
-    bn_gradient='tensorflow': with TensorFlow's own BN gradient (an ablation).
+    bn_gradient='tensorflow', median_gradient='network': ablations (``_ablation``).
     """
-    with _bn_gradient(params.get("bn_gradient")):
+    with _ablation(params):
         return _net(params)
 
 

@@ -8,6 +8,7 @@ checkpoints (``embedding_theta/W``, ``embedding_phi/W``).
 Every op works in both layouts, NHWC and NCHW, and is checked against a numpy
 implementation of its equation in ``tests/reference_ops.py``.
 """
+import contextlib
 import math
 
 import tensorflow as tf
@@ -208,7 +209,47 @@ _MEDIAN9_NETWORK = ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 
                     (0, 3), (5, 8), (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2))
 
 
+_MEDIAN_GRADIENT = {"selected": True}
+
+
+@contextlib.contextmanager
+def exchange_network_median_gradient():
+    """Medians built inside backpropagate through the exchange network's min/max ops (the
+    ablation ``python -m bench.run`` measures against ``_median_of_9``'s gradient)."""
+    saved, _MEDIAN_GRADIENT["selected"] = _MEDIAN_GRADIENT["selected"], False
+    try:
+        yield
+    finally:
+        _MEDIAN_GRADIENT["selected"] = saved
+
+
 def _median_of_9(values):
+    """Element-wise median of 9 tensors. Forward: the exchange network. Gradient: all of dy
+    to the input equal to the median (the first one, on ties: any one of them is a valid
+    subgradient, and only one may take it). Backpropagating through the 38 min/max ops
+    instead costs 38 select pairs; this is 9 comparisons (`python -m bench.run` measures both:
+    "Median filter gradient (ablation)" in docs/PERFORMANCE.md)."""
+    if not _MEDIAN_GRADIENT["selected"]:
+        return _exchange_network(values)
+
+    @tf.custom_gradient
+    def median(*v):
+        result = _exchange_network(v)
+
+        def grad(dy):
+            taken, grads = None, []
+            for w in v:
+                pick = tf.equal(w, result)
+                if taken is not None:
+                    pick = tf.logical_and(pick, tf.logical_not(taken))
+                taken = pick if taken is None else tf.logical_or(taken, pick)
+                grads.append(tf.where(pick, dy, tf.zeros_like(dy)))
+            return grads
+        return result, grad
+    return median(*values)
+
+
+def _exchange_network(values):
     v = list(values)
     for a, b in _MEDIAN9_NETWORK:
         v[a], v[b] = tf.minimum(v[a], v[b]), tf.maximum(v[a], v[b])
@@ -219,8 +260,9 @@ def _median_of_9(values):
 def median_filter(x, spec, data_format):
     """Eq. (3): y_i = median{x_j : j in Omega(i)}, per channel, over a k x k window of the
     symmetrically padded map (so every window holds k*k values and the median is one of
-    them). The gradient flows to the selected element: for 3x3 through an exchange network
-    of element-wise min/max (fast on every device), otherwise through top_k."""
+    them). The gradient flows to the selected element: for 3x3 the median comes from an
+    exchange network of element-wise min/max (fast on every device) and its gradient from
+    the element it equals (``_median_of_9``), otherwise through top_k."""
     if spec.kernel_size == 1:
         return tf.identity(x)
     windows = _shifted_windows(x, spec.kernel_size, data_format, mode="SYMMETRIC")

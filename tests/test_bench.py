@@ -22,7 +22,7 @@ def test_bench_run_tiny_writes_json_and_markdown(tmp_path):
     run([PYTHON, "-m", "bench.run", "--tiny", "--json-out", tmp_path / "bench.json", "--markdown", md], timeout=300)
     res = json.loads((tmp_path / "bench.json").read_text())
     for key in ("meta", "conventions", "reference", "complexity", "nets", "keras", "adv_step_ratio", "loop_overhead",
-                "denoise_overhead", "bn_gradient_ablation", "dot_order", "pipeline", "query_block", "horovod",
+                "denoise_overhead", "bn_gradient_ablation", "median_gradient_ablation", "dot_order", "pipeline", "query_block", "horovod",
                 "mixed_precision", "targets", "errors"):
         assert key in res, key
     assert res["errors"] == []
@@ -36,6 +36,8 @@ def test_bench_run_tiny_writes_json_and_markdown(tmp_path):
     assert res["adv_step_ratio"][0]["ratio"] > 0
     assert res["loop_overhead"][0]["label"] == "S14-w4"
     assert res["bn_gradient_ablation"][0]["label"] == "S14-w4" and res["bn_gradient_ablation"][0]["speedup"] > 0
+    median = res["median_gradient_ablation"]
+    assert len(median) == 1 and median[0]["label"] == "S14-w4-median" and median[0]["speedup"] > 0
     assert res["denoise_overhead"] and all(d["flop_ratio"] > 1 for d in res["denoise_overhead"])
     blocks = [b for v in res["dot_order"].values() for b in v]
     assert blocks and all(b["cheaper"] for b in blocks)

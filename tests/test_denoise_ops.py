@@ -190,6 +190,30 @@ def test_reference_sanity():
     np.testing.assert_allclose(ref.bilateral_gaussian(xs, kernel_size=1), xs)
 
 
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float16])
+def test_median_gradient_with_ties_reaches_one_median_element_per_output(dtype):
+    """Features after a ReLU hold many equal values (zeros), so medians tie. Each output's
+    gradient must reach exactly one input (so d sum(y * r) / dx sums to sum(r): a mask of
+    every tied element would count it several times), and only an input that holds the
+    median of a window around it (central differences do not exist at ties)."""
+    rng = np.random.RandomState(0)
+    x = rng.randint(0, 3, (2, 5, 6, 3)).astype("float32")
+    r = rng.randint(1, 4, x.shape).astype("float32")      # integers: exact sums in fp16 too
+    with tf.Graph().as_default():
+        inp = tf.constant(x, dtype)
+        out = DENOISE_OPS["median"](inp, DenoiseSpec("median"), "NHWC")
+        grad = tf.gradients(tf.reduce_sum(out * tf.constant(r, dtype)), inp)[0]
+        with tfv1.Session() as sess:
+            y, g = sess.run([out, grad])
+    y, g = y.astype("float64"), g.astype("float64")
+    np.testing.assert_array_equal(y, ref.median_filter(x))
+    assert g.sum() == r.sum()
+    for b, i, j, c in zip(*np.nonzero(g)):
+        near = y[b, max(i - 1, 0):i + 2, max(j - 1, 0):j + 2, c]
+        assert x[b, i, j, c] in near, (b, i, j, c)
+    assert (x == np.median(x)).mean() > 0.2                   # ties really are common here
+
+
 # ----------------------------------------------------------------------------------------
 # gradients vs. central differences
 GRAD_CASES = [
