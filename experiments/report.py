@@ -605,7 +605,22 @@ def cost_table(out, budget, variants=VARIANTS):
     other = total("craft/") + total("features")
     table.append(["transfer attacks and feature figures", "–", "–", "–", "%.0f" % other])
     return _md_table(["model", "training, per seed (s)", "white-box evaluations, all seeds (s)",
-                      "black-box evaluation, all seeds (s)", "total (s)"], table)
+                      "black-box evaluation, all seeds (s)", "total (s)"], table) + "\n\n" + _targets(timings)
+
+
+# issue 7's targets for the suite on a 2-core CPU
+TARGET_SUITE_HOURS, TARGET_TRAINING_SECONDS = 6, 600
+
+
+def _targets(timings):
+    """How the run compares with the targets it was planned for, in plain words."""
+    hours = sum(timings.values()) / 3600.0
+    training = {name[len("train/"):]: t for name, t in timings.items() if name.startswith("train/")}
+    over = sorted(((t, name) for name, t in training.items() if t > TARGET_TRAINING_SECONDS), reverse=True)
+    return ("Targets: the suite was planned for about %d hours of jobs on 2 cores, with every training run under "
+            "about %d minutes. Jobs so far: %.1f hours. Training runs over %d minutes: %d of %d%s." % (
+                TARGET_SUITE_HOURS, TARGET_TRAINING_SECONDS // 60, hours, TARGET_TRAINING_SECONDS // 60, len(over),
+                len(training), " (%s)" % ", ".join("%s %.0f min" % (n, t / 60) for t, n in over) if over else ""))
 
 
 def checkpoint_cuts(out, budget, variants=VARIANTS):
@@ -855,7 +870,9 @@ same quantity right after the denoising operation of that stage.
 
 Seconds per job as the machine was at the time (timings.json): a job that failed and ran again
 counts in full, one cut short by stopping the suite does not count, and jobs that shared the
-machine with other work took longer. The 3x3 median filter is the costliest op per step here.
+machine with other work took longer. The 3x3 median filter is the costliest op per step here
+(its gradient has since been made cheaper, commit 0b3d273: about 1.8x faster adversarial training
+steps of the median model; the jobs above ran before that).
 
 {cost}
 """
