@@ -169,12 +169,15 @@ def load_per_image(path):
 
 
 class Predictor:
-    """Clean logits for uint8 BGR images (black-box evaluation and export)."""
+    """Clean logits for uint8 BGR images (black-box evaluation and export). Built with
+    TensorFlow's own gradients only (nets.denoise_block.tensorflow_gradients_only), so that
+    its exported graphs can be differentiated by any TensorFlow process."""
 
     def __init__(self, arch, params, path="checkpoint", input_dtype=tf.uint8):
+        from nets.denoise_block import tensorflow_gradients_only
         self.arch = arch
         self.graph = tf.Graph()
-        with self.graph.as_default():
+        with self.graph.as_default(), tensorflow_gradients_only():
             model = AdvModel(arch)
             s, c = arch.image_size, arch.image_channels
             self.image = tfv1.placeholder(input_dtype, [None, s, s, c], name="input")

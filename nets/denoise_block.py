@@ -54,6 +54,19 @@ def tensorflow_bn_gradient():
         _BN_GRADIENT_OVERRIDE = saved
 
 
+@contextlib.contextmanager
+def tensorflow_gradients_only():
+    """Graphs built inside carry none of this project's gradient overrides (the frozen-BN
+    gradient above, the median's in nets/denoise_ops.py), only ops whose gradients every
+    TensorFlow has. Exported graphs (frozen GraphDef, SavedModel) are built so: their nodes
+    would otherwise name gradient functions that only a process importing ``nets`` has
+    registered, and ``tf.gradients`` on them elsewhere, as a white-box attacker of a
+    submitted model would run it, raises LookupError. The forward computation is the same."""
+    from .denoise_ops import exchange_network_median_gradient
+    with tensorflow_bn_gradient(), exchange_network_median_gradient():
+        yield
+
+
 def batchnorm(x, data_format, zero_init=False, name="bn"):
     """BN after a conv; ``zero_init`` gives gamma = 0 so the residual branch starts as
     the identity mapping (Goyal et al. Sec. 5.1; the last BN of every residual branch).
