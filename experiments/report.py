@@ -32,13 +32,30 @@ class Row:
 
     def correct(self, metric, seed):
         """[N] bool: which images the model classified correctly (top-1) in that evaluation,
-        or None where the evaluation kept no per-image results."""
+        or None where the evaluation kept no per-image results, or kept results that do not
+        add up to the accuracy its JSON reports (a stale file: not to be paired)."""
+        found = self._per_image_labels_and_correct(metric, seed)
+        return None if found is None else found[1]
+
+    def paired(self, metric_x, metric_y, seed):
+        """(correct in x, correct in y) of two evaluations of the same images in one seed
+        (same count, same labels in the same order), or None."""
+        x, y = self._per_image_labels_and_correct(metric_x, seed), self._per_image_labels_and_correct(metric_y, seed)
+        if x is None or y is None or len(x[0]) != len(y[0]) or not np.array_equal(x[0], y[0]):
+            return None
+        return x[1], y[1]
+
+    def _per_image_labels_and_correct(self, metric, seed):
         path, name = self.per_image.get(metric, {}).get(seed, (None, None))
         if path is None:
             return None
         from fdenoise.evaluation import load_per_image
-        _, values = load_per_image(path)
-        return values[("top1_error", name)] == 0
+        labels, values = load_per_image(path)
+        correct = values.get(("top1_error", name))
+        acc, n = self.per_seed[metric][seed]
+        if correct is None or len(correct) != n or abs((correct == 0).mean() - acc) > 1e-9:
+            return None
+        return labels, correct == 0
 
     def stats(self, metric):
         """-> (mean accuracy over seeds, 95% half-width for the test images, min, max, seeds)
@@ -335,20 +352,23 @@ def _attack_strength_claim(base, budget):
 
     tests = set()
 
-    def beyond_noise(seed, kx, ky):      # evaluation kx significantly more accurate than ky
-        cx, cy = base.correct(kx, seed), base.correct(ky, seed)
-        if cx is not None and cy is not None and len(cx) == len(cy):
+    def beyond_noise(seed, kx, ky, alpha=0.05):      # evaluation kx significantly more accurate than ky
+        pair = base.paired(kx, ky, seed)
+        if pair is not None:
             tests.add("paired")
-            b, c, p = mcnemar(cx, cy)
-            return b > c and p < 0.05
+            b, c, p = mcnemar(*pair)
+            return b > c and p < alpha
         tests.add("unpaired")
         x, y = base.per_seed[kx][seed], base.per_seed[ky][seed]
         return x[0] - y[0] > Z95 * math.sqrt(_binomial_variance(x) + _binomial_variance(y))
 
     outcome = []
+    chains = [[k for i, k in curve if i > 0] for _, curve in curves]
+    steps = sum(len(a) - 1 for a in chains)
     for seed in seeds:
-        chains = [[k for i, k in curve if i > 0] for _, curve in curves]
-        rises = any(beyond_noise(seed, a[j + 1], a[j]) for a in chains for j in range(len(a) - 1))
+        # a rise at any of the steps: each step tested at 5% / steps (Bonferroni), so that the
+        # chance of a false "rises" stays at 5% however many steps there are
+        rises = any(beyond_noise(seed, a[j + 1], a[j], 0.05 / max(steps, 1)) for a in chains for j in range(len(a) - 1))
         falls = any(len(a) > 1 and beyond_noise(seed, a[0], a[-1]) for a in chains)
         outcome.append("rises" if rises else "falls" if falls else "flat")
     how = " (%s)" % " and ".join({"paired": "paired per image", "unpaired": "rates compared, unpaired"}[t]
@@ -449,8 +469,9 @@ def full_set_estimate(row, budget, iters):
     are averaged. The half-width adds the variances of every term: a drop's is paired where
     both evaluations kept every image's result (the variance of the per-image differences),
     otherwise the sum of both binomial variances (conservative: it ignores that the attacks of
-    one subset share their images). The seeds share the images too, so averaging seeds does not
-    shrink it."""
+    one subset share their images). The terms are added as if independent, though the subsets
+    are nested (the first 100 images are among the first 500). The seeds share the images too,
+    so averaging seeds does not shrink it."""
     chains = [c for c in (_chain(row, budget, iters, seed) for seed in sorted(row.per_seed.get(metric_key(iters), {})))
               if c]
     if not chains:
@@ -477,12 +498,20 @@ def _chain(row, budget, iters, seed):
 
 
 def _drop_variance(row, before_key, after_key, seed):
-    """Variance of the accuracy drop between two evaluations of the same images in one seed:
-    paired (variance of the per-image differences / N) where both kept per-image results,
-    else both binomial variances added."""
-    before, after = row.correct(before_key, seed), row.correct(after_key, seed)
-    if before is not None and after is not None and len(before) == len(after) and len(before) > 1:
-        return float(np.var(before.astype(float) - after, ddof=1)) / len(before)
+    """Variance of the accuracy drop between two evaluations of the same images in one seed.
+    Paired where both kept per-image results: each image's difference is +1 (right only
+    before), -1 (right only after) or 0, so with b and c such images out of N the variance of
+    the mean is (p_b + p_c - (p_b - p_c)^2) / N. The proportions get half an image each,
+    p_b = (b + 1/2) / (N + 1): with no discordant image at all the plain estimate would be 0,
+    though 100 images cannot rule out a discordance rate of a few percent. Otherwise both
+    binomial variances added (conservative: ignores that the images are shared)."""
+    pair = row.paired(before_key, after_key, seed)
+    if pair is not None:
+        before, after = pair
+        n = len(before)
+        p_b = (np.sum(before & ~after) + 0.5) / (n + 1.0)
+        p_c = (np.sum(~before & after) + 0.5) / (n + 1.0)
+        return float(p_b + p_c - (p_b - p_c) ** 2) / n
     return _binomial_variance(row.per_seed[before_key][seed]) + _binomial_variance(row.per_seed[after_key][seed])
 
 
@@ -620,7 +649,7 @@ def _targets(timings):
     return ("Targets: the suite was planned for about %d hours of jobs on 2 cores, with every training run under "
             "about %d minutes. Jobs so far: %.1f hours. Training runs over %d minutes: %d of %d%s." % (
                 TARGET_SUITE_HOURS, TARGET_TRAINING_SECONDS // 60, hours, TARGET_TRAINING_SECONDS // 60, len(over),
-                len(training), " (%s)" % ", ".join("%s %.0f min" % (n, t / 60) for t, n in over) if over else ""))
+                len(training), " (%s)" % ", ".join("%s %d min %02d s" % (n, t // 60, t % 60) for t, n in over) if over else ""))
 
 
 def checkpoint_cuts(out, budget, variants=VARIANTS):
@@ -871,8 +900,8 @@ same quantity right after the denoising operation of that stage.
 Seconds per job as the machine was at the time (timings.json): a job that failed and ran again
 counts in full, one cut short by stopping the suite does not count, and jobs that shared the
 machine with other work took longer. The 3x3 median filter is the costliest op per step here
-(its gradient has since been made cheaper, commit 0b3d273: about 1.8x faster adversarial training
-steps of the median model; the jobs above ran before that).
+(its gradient has since been made cheaper, commit 0b3d273; `python -m bench.run` measures by how
+much, in its section "Median filter gradient (ablation)"; the jobs above ran before that).
 
 {cost}
 """

@@ -227,8 +227,8 @@ def _median_of_9(values):
     """Element-wise median of 9 tensors. Forward: the exchange network. Gradient: all of dy
     to the input equal to the median (the first one, on ties: any one of them is a valid
     subgradient, and only one may take it). Backpropagating through the 38 min/max ops
-    instead costs 38 select pairs; this is 9 comparisons (`python -m bench.run` measures both:
-    "Median filter gradient (ablation)" in docs/PERFORMANCE.md)."""
+    instead costs 38 select pairs; this is 9 comparisons (`python -m bench.run` measures both,
+    in its section "Median filter gradient (ablation)")."""
     if not _MEDIAN_GRADIENT["selected"]:
         return _exchange_network(values)
 

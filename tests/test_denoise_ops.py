@@ -10,6 +10,8 @@ layout: in one process, an NHWC MaxPool run after an NCHW one of the same dimens
 returns wrong values. So NCHW tests use NCHW_EXTRA_BATCH more images than NHWC ones, and
 the two layouts never pool tensors of the same dimensions.
 """
+import contextlib
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -212,6 +214,31 @@ def test_median_gradient_with_ties_reaches_one_median_element_per_output(dtype):
         near = y[b, max(i - 1, 0):i + 2, max(j - 1, 0):j + 2, c]
         assert x[b, i, j, c] in near, (b, i, j, c)
     assert (x == np.median(x)).mean() > 0.2                   # ties really are common here
+
+
+def test_median_gradient_equals_the_exchange_networks_where_the_median_is_unique():
+    """The median's own gradient and the ablation's (back through the exchange network,
+    what bench.run measures it against) agree on distinct values, and the switch really
+    builds the other graph (min/max gradients, no custom-gradient node)."""
+    from nets.denoise_block import tensorflow_gradients_only
+    from nets.denoise_ops import exchange_network_median_gradient
+    x = distinct_input((2, 5, 6, 3), seed=5).astype("float32")
+    r = np.random.RandomState(6).randn(*x.shape).astype("float32")
+    grads, op_types = {}, {}
+    for name, switch in (("ours", None), ("network", exchange_network_median_gradient),
+                         ("export", tensorflow_gradients_only)):
+        with tf.Graph().as_default() as g:
+            with switch() if switch else contextlib.nullcontext():
+                inp = tf.constant(x)
+                out = DENOISE_OPS["median"](inp, DenoiseSpec("median"), "NHWC")
+            grad = tf.gradients(tf.reduce_sum(out * r), inp)[0]
+            with tfv1.Session() as sess:
+                grads[name] = sess.run(grad)
+            op_types[name] = {o.type for o in g.get_operations()}
+    assert "IdentityN" in op_types["ours"] and "IdentityN" not in op_types["network"] | op_types["export"]
+    assert "GreaterEqual" in op_types["network"] and "GreaterEqual" not in op_types["ours"]
+    np.testing.assert_array_equal(grads["ours"], grads["network"])
+    np.testing.assert_array_equal(grads["ours"], grads["export"])
 
 
 # ----------------------------------------------------------------------------------------

@@ -210,12 +210,22 @@ def test_attack_strength_is_paired_when_the_evaluations_kept_every_image(tmp_pat
             np.testing.assert_array_equal(row.correct(key, seed), right)
     verdict = report._attack_strength_claim(row, budget)[3]
     assert verdict == "yes: falls in all 2 seeds (paired per image)", verdict
-    # the whole-set estimate's drops are paired too: 15 of 500 and 9 of 100 images lost
+    # the whole-set estimate's drops are paired too: 15 of 500 and 9 of 100 images lost (and
+    # none gained), each proportion with half an image added
     def paired(k, n):
-        return (k / n) * (1 - k / n) * n / (n - 1) / n
+        p_b, p_c = (k + 0.5) / (n + 1), 0.5 / (n + 1)
+        return (p_b + p_c - (p_b - p_c) ** 2) / n
+    assert report._drop_variance(row, "pgd100@n100", "pgd100@n100", 1) == pytest.approx(paired(0, 100))
+    assert paired(0, 100) > 0
     est, half = report.full_set_estimate(row, budget, 1000)
     assert est == pytest.approx(0.80 - (0.82 - 0.79) - (0.79 - 0.70))
     assert half == pytest.approx(1.96 * math.sqrt(0.8 * 0.2 / 10000 + paired(15, 500) + paired(9, 100)))
+    # a per-image file that does not add up to its JSON's accuracy (stale) is not paired
+    stale = _curve_row("baseline", plain)
+    stale.add("pgd10@n500", 1, 0.82, 500, (str(tmp_path / "pgd10@n500-1.npz"), "a"))
+    stale.add("pgd100", 1, 0.75, 500, (str(tmp_path / "pgd100-1.npz"), "a"))      # the file says 0.79
+    assert stale.correct("pgd10@n500", 1) is not None and stale.correct("pgd100", 1) is None
+    assert stale.paired("pgd10@n500", "pgd100", 1) is None
     # the page says which evaluations kept per-image results (here all but the plain rates)
     note = report.per_image_note({"baseline": row})
     assert "baseline/seed1 (5 of 9: PGD-10 n=500, PGD-100 n=500, PGD-10 n=100, PGD-100 n=100, PGD-1000 n=100)" \
@@ -523,7 +533,7 @@ def test_cost_section_compares_the_run_with_its_targets():
     timings = {"train/a/seed1": 300.0, "train/b/seed1": 1800.0, "train/c/seed2": 601.0, "white-box/a/seed1/x": 7200.0}
     text = report._targets(timings)
     assert "Jobs so far: 2.8 hours" in text      # 9901 s
-    assert "Training runs over 10 minutes: 2 of 3 (b/seed1 30 min, c/seed2 10 min)." in text
+    assert "Training runs over 10 minutes: 2 of 3 (b/seed1 30 min 00 s, c/seed2 10 min 01 s)." in text
     assert "over 10 minutes: 0 of 1." in report._targets({"train/a/seed1": 60.0})
 
 
