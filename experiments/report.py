@@ -34,18 +34,19 @@ class Row:
         """[N] bool: which images the model classified correctly (top-1) in that evaluation,
         or None where the evaluation kept no per-image results, or kept results that do not
         add up to the accuracy its JSON reports (a stale file: not to be paired)."""
-        found = self._per_image_labels_and_correct(metric, seed)
+        found = self.per_image_correct(metric, seed)
         return None if found is None else found[1]
 
     def paired(self, metric_x, metric_y, seed):
         """(correct in x, correct in y) of two evaluations of the same images in one seed
         (same count, same labels in the same order), or None."""
-        x, y = self._per_image_labels_and_correct(metric_x, seed), self._per_image_labels_and_correct(metric_y, seed)
+        x, y = self.per_image_correct(metric_x, seed), self.per_image_correct(metric_y, seed)
         if x is None or y is None or len(x[0]) != len(y[0]) or not np.array_equal(x[0], y[0]):
             return None
         return x[1], y[1]
 
-    def _per_image_labels_and_correct(self, metric, seed):
+    def per_image_correct(self, metric, seed):
+        """(labels, correct) of one evaluation's per-image file, or None (none, or stale)."""
         path, name = self.per_image.get(metric, {}).get(seed, (None, None))
         if path is None:
             return None
@@ -136,8 +137,30 @@ def seed_differences(rows, a, b, metric):
     if not ra or not rb:
         return {}
     pa, pb = ra.per_seed.get(metric, {}), rb.per_seed.get(metric, {})
-    return {s: (pa[s][0] - pb[s][0], math.sqrt(_binomial_variance(pa[s]) + _binomial_variance(pb[s])))
+    return {s: (pa[s][0] - pb[s][0], math.sqrt(_image_variance(ra, rb, metric, s)))
             for s in sorted(set(pa) & set(pb))}
+
+
+def _image_variance(ra, rb, metric, seed):
+    """The test images' part of the variance of one seed's difference between two models:
+    paired where both evaluations kept per-image results on the same images (the models
+    mostly get the same images right, so this is much smaller), else both binomial variances."""
+    x, y = ra.per_image_correct(metric, seed), rb.per_image_correct(metric, seed)
+    if x is not None and y is not None and len(x[0]) == len(y[0]) and np.array_equal(x[0], y[0]):
+        return paired_variance(x[1], y[1])
+    return _binomial_variance(ra.per_seed[metric][seed]) + _binomial_variance(rb.per_seed[metric][seed])
+
+
+def paired_variance(x_correct, y_correct):
+    """Variance of the mean of the per-image differences x - y (each +1, -1 or 0) of two
+    evaluations of the same N images: (p_b + p_c - (p_b - p_c)^2) / N, with b images right
+    in x only and c in y only. The proportions get half an image each, p_b = (b + 1/2) /
+    (N + 1): with no discordant image at all the plain estimate would be 0, though 100 images
+    cannot rule out a discordance rate of a few percent."""
+    n = len(x_correct)
+    p_b = (np.sum(x_correct & ~y_correct) + 0.5) / (n + 1.0)
+    p_c = (np.sum(~x_correct & y_correct) + 0.5) / (n + 1.0)
+    return float(p_b + p_c - (p_b - p_c) ** 2) / n
 
 
 def run_variance(rows, metric):
@@ -164,8 +187,9 @@ def compare(rows, a, b, metric, min_seeds=MIN_SEEDS):
 
     Significant: the mean difference over k seeds exceeds 1.96 standard errors, where the
     variance is 2 s^2 / k for the training runs (s^2 from ``run_variance``, pooled over all
-    variants) plus both models' binomial variance for the test images (the same images in every
-    seed, so that part does not shrink with k; unpaired, so conservative)."""
+    variants) plus the test images' variance (the same images in every seed, so that part does
+    not shrink with k): paired per image where both evaluations kept per-image results, else
+    both models' binomial variance (unpaired, so conservative)."""
     diffs = seed_differences(rows, a, b, metric)
     if not diffs:
         return None, "not measured yet"
@@ -498,20 +522,12 @@ def _chain(row, budget, iters, seed):
 
 
 def _drop_variance(row, before_key, after_key, seed):
-    """Variance of the accuracy drop between two evaluations of the same images in one seed.
-    Paired where both kept per-image results: each image's difference is +1 (right only
-    before), -1 (right only after) or 0, so with b and c such images out of N the variance of
-    the mean is (p_b + p_c - (p_b - p_c)^2) / N. The proportions get half an image each,
-    p_b = (b + 1/2) / (N + 1): with no discordant image at all the plain estimate would be 0,
-    though 100 images cannot rule out a discordance rate of a few percent. Otherwise both
-    binomial variances added (conservative: ignores that the images are shared)."""
+    """Variance of the accuracy drop between two evaluations of the same images in one seed:
+    ``paired_variance`` where both kept per-image results, otherwise both binomial variances
+    added (conservative: ignores that the images are shared)."""
     pair = row.paired(before_key, after_key, seed)
     if pair is not None:
-        before, after = pair
-        n = len(before)
-        p_b = (np.sum(before & ~after) + 0.5) / (n + 1.0)
-        p_c = (np.sum(~before & after) + 0.5) / (n + 1.0)
-        return float(p_b + p_c - (p_b - p_c) ** 2) / n
+        return paired_variance(*pair)
     return _binomial_variance(row.per_seed[before_key][seed]) + _binomial_variance(row.per_seed[after_key][seed])
 
 
@@ -828,9 +844,10 @@ directory; rerunning it regenerates this page, the tables and the figures.
 
 "Significant": the mean difference over the seeds both models have exceeds 1.96 standard
 errors, counting two sources of noise. Training: how much one run's accuracy varies from
-another's, measured from the seeds of the Fig. 7 models (pooled over them). Test images: both
-models' binomial variance, counted once since every run sees the same images (unpaired, so
-conservative). No verdict is given from fewer than {min_seeds} seeds. Where the evidence lists "per
+another's, measured from the seeds of the Fig. 7 models (pooled over them). Test images:
+counted once, since every run sees the same images; the variance of the two models' per-image
+differences where both evaluations kept per-image results (paired), else both models' binomial
+variance (unpaired, so conservative). No verdict is given from fewer than {min_seeds} seeds. Where the evidence lists "per
 seed", those are the separate runs' differences, followed by the difference the test needed.
 A claim "not shown here" is neither confirmed nor contradicted: its difference is within that
 noise. Fig. 6 compares attacks within one run on the same images, so training noise does not

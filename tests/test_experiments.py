@@ -86,6 +86,29 @@ def _row(name, accs, n=1000, metric="pgd10"):
     return r
 
 
+def test_models_compared_on_the_same_images_are_paired_when_both_kept_them(tmp_path):
+    """Two models on the same 100 images: one gets 6 more right and none fewer. Unpaired,
+    6 points is within two binomials' noise (threshold ~11.6); paired, only the 6 images
+    differ (threshold ~5.0), in both seeds. The run-to-run spread is 0 here (equal seeds)."""
+    from fdenoise.evaluation import PerImageRecorder
+    rows = {"nonlocal": _row("nonlocal", [0.80, 0.80], n=100, metric="pgd1000"),
+            "baseline": _row("baseline", [0.74, 0.74], n=100, metric="pgd1000")}
+    assert report.compare(rows, "nonlocal", "baseline", "pgd1000")[1] == "not significant"
+    for name, right in (("nonlocal", 80), ("baseline", 74)):
+        for seed in (1, 2):
+            path = str(tmp_path / ("%s-%d.npz" % (name, seed)))
+            rec = PerImageRecorder(path, ["pgd1000"])
+            wrong = (np.arange(100) >= right).astype("float32")
+            rec.add_batch(np.arange(100) % 10, {"pgd1000": [wrong, wrong, wrong]})
+            rec.close()
+            rows[name].add("pgd1000", seed, right / 100.0, 100, (path, "pgd1000"))
+    d, verdict = report.compare(rows, "nonlocal", "baseline", "pgd1000")
+    assert d == pytest.approx(6.0) and verdict == "yes"
+    p_b, p_c = 6.5 / 101, 0.5 / 101
+    assert report.seed_differences(rows, "nonlocal", "baseline", "pgd1000")[1][1] == \
+        pytest.approx(math.sqrt((p_b + p_c - (p_b - p_c) ** 2) / 100))
+
+
 def test_compare_needs_significance_and_agreeing_seeds():
     rows = {"a": _row("nonlocal", [0.60, 0.62]), "b": _row("baseline", [0.50, 0.51])}
     d, verdict = report.compare(rows, "a", "b", "pgd10")
