@@ -4,6 +4,7 @@
     python -m experiments --budget tiny --out /tmp/r --docs /tmp/r/docs   # a smoke run
     python -m experiments --report-only            # regenerate the page from finished jobs
     python -m experiments --list                   # the jobs and which are finished
+    python -m experiments --backfill-per-image     # per-image results for an older runner's evaluations
 
 Started again, it skips finished jobs (an interrupted training run resumes from its last
 checkpoint). Exit status 1 if a job failed (its log is named), 0 otherwise.
@@ -37,6 +38,10 @@ def main(argv=None):
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the budget's)")
     p.add_argument("--report-only", action="store_true", help="only regenerate RESULTS.md from finished jobs")
     p.add_argument("--list", action="store_true", help="list the jobs and exit")
+    p.add_argument("--backfill-per-image", nargs="?", const="*", default=None, metavar="GLOB",
+                   help="rerun finished white-box evaluations that kept no per-image results (an older runner's) "
+                        "to add them, where the rerun reproduces the recorded results, then write the page; "
+                        "GLOB limits it to the matching job names, e.g. 'white-box/*/seed1/*-n100'")
     p.add_argument("--jobs-commit", default=None,
                    help="with --report-only: the commit(s) of the code that ran the jobs, when another checkout ran "
                         "them (default: this checkout's commit)")
@@ -47,7 +52,7 @@ def main(argv=None):
     from data.fashion_mnist import is_fashion_mnist_dir
     from experiments.report import write_report
     from bench.run import git_commit
-    from experiments.runner import Layout, check_budget, load_json, plan_jobs, run_all
+    from experiments.runner import Layout, backfill_per_image, check_budget, load_json, plan_jobs, run_all
 
     try:
         variants = select_variants([v for v in (args.variants or "").split(",") if v])
@@ -63,7 +68,8 @@ def main(argv=None):
         return 2
     out = os.path.abspath(args.out)
     layout = Layout(out)
-    mismatch = check_budget(layout, budget, record=not (args.report_only or args.list))
+    mismatch = check_budget(layout, budget, record=not (args.report_only or args.list or
+                                                         args.backfill_per_image is not None))
     if mismatch:
         print("experiments: error: %s" % mismatch, file=sys.stderr)
         return 2
@@ -73,7 +79,14 @@ def main(argv=None):
             print("%-8s %s" % ("done" if j.done else "diverged" if j.diverged else "todo", j.name))
         return 0
     status = {"failed": [], "blocked": []}
-    if not args.report_only:
+    if args.backfill_per_image is not None:
+        import fnmatch
+        filled = backfill_per_image([j for j in jobs if fnmatch.fnmatchcase(j.name, args.backfill_per_image)],
+                                    layout, progress=lambda m: print(m, flush=True))
+        print("[repro] backfill: %d kept, %d differed, %d failed" % (
+            len(filled["kept"]), len(filled["differed"]), len(filled["failed"])), flush=True)
+        status["failed"] = ["backfill/" + name for name in filled["failed"]]
+    elif not args.report_only:
         status = run_all(jobs, layout, progress=lambda m: print(m, flush=True))
     finished = sum(1 for j in jobs if j.settled)
     not_run = sum(1 for j in jobs if j.diverged and not j.done and not j.diverged_ok)

@@ -323,6 +323,48 @@ def run_job(job, layout, env=None):
     return "failed"
 
 
+def backfill_per_image(jobs, layout, progress=print, env=None):
+    """Per-image results for finished white-box evaluations that have none (run by an older
+    runner, before eval.py --per-image): each evaluation runs again, as planned, into a
+    temporary JSON beside a temporary per-image file; the per-image file is kept only if the
+    rerun's results equal the recorded ones (the evaluation is deterministic; anything else
+    would pair the images of another evaluation). The recorded result is never touched.
+    Time goes to timings.json as "backfill/<job>". -> {'kept': [...], 'differed': [...],
+    'failed': [...]}."""
+    todo = [j for j in jobs if j.name.startswith("white-box/") and "--per-image" in j.argv and j.done
+            and not os.path.exists(_flag(j.argv, "--per-image"))]
+    status = {"kept": [], "differed": [], "failed": []}
+    progress("[repro] backfill: %d finished white-box evaluation(s) without per-image results" % len(todo))
+    for k, job in enumerate(todo, 1):
+        target = _flag(job.argv, "--per-image")
+        argv = list(job.argv)
+        argv[argv.index("--json-out") + 1] = job.done_file + ".backfill.json"
+        argv[argv.index("--per-image") + 1] = target + ".backfill.npz"
+        rerun = Job("backfill/" + job.name, argv, job.done_file + ".backfill.json", job.log_file)
+        progress("[repro] backfill (%d/%d) %s" % (k, len(todo), job.name))
+        try:
+            if run_job(rerun, layout, env=env) != "done":
+                status["failed"].append(job.name)
+                continue
+            recorded, again = (load_json(job.done_file) or {}).get("white_box"), \
+                (load_json(rerun.done_file) or {}).get("white_box")
+            same = recorded and again and set(recorded) == set(again) and all(
+                recorded[n]["num_images"] == again[n]["num_images"] and
+                all(recorded[n][m] == again[n][m] for m in ("top1_error", "top5_error", "attack_success"))
+                for n in recorded)
+            if same:
+                os.replace(target + ".backfill.npz", target)
+                status["kept"].append(job.name)
+            else:
+                status["differed"].append(job.name)
+                progress("[repro] backfill: %s gave other results than recorded; per-image file not kept" % job.name)
+        finally:
+            for leftover in (rerun.done_file, target + ".backfill.npz"):
+                if os.path.exists(leftover):
+                    os.remove(leftover)
+    return status
+
+
 def run_all(jobs, layout, progress=print, env=None):
     """Runs every unfinished job whose inputs exist. -> {'done': [...], 'failed': [...], ...}."""
     status = {"done": [], "skipped": [], "diverged": [], "failed": [], "blocked": []}

@@ -543,6 +543,27 @@ def test_tiny_suite_runs_resumes_and_writes_the_page(tmp_path):
     assert second.returncode == 0, second.stdout[-3000:]
     assert "19 of 19 jobs already finished; 0 to run" in second.stdout
     assert "(1/" not in second.stdout
+    # An older runner's results without per-image files get them by rerunning the evaluation,
+    # kept only where the rerun reproduces the recorded numbers.
+    from fdenoise.evaluation import load_per_image
+    wb_dir = out / "eval" / "baseline" / "seed1"
+    kept, changed = wb_dir / "white-box-0-2-n16.per-image.npz", wb_dir / "white-box-3-n16.per-image.npz"
+    before = load_per_image(str(kept))
+    kept.unlink()
+    changed.unlink()
+    doc = json.loads((wb_dir / "white-box-3-n16.json").read_text())
+    doc["white_box"]["pgd3"]["top1_error"] += 1.0 / 16            # as if another evaluation was recorded
+    (wb_dir / "white-box-3-n16.json").write_text(json.dumps(doc))
+    fill = run(argv + ["--backfill-per-image", "white-box/nonlocal/*"], timeout=300)
+    assert "backfill: 0 finished white-box evaluation(s) without per-image results" in fill.stdout, fill.stdout
+    fill = run(argv + ["--backfill-per-image"], timeout=300)
+    assert "backfill: 2 finished white-box evaluation(s) without per-image results" in fill.stdout, fill.stdout
+    assert "backfill: 1 kept, 1 differed, 0 failed" in fill.stdout, fill.stdout
+    after = load_per_image(str(kept))
+    np.testing.assert_array_equal(after[0], before[0])
+    assert all(np.array_equal(after[1][k], before[1][k]) for k in before[1])
+    assert not changed.exists() and not list(wb_dir.glob("*backfill*"))
+    assert json.loads((wb_dir / "white-box-3-n16.json").read_text()) == doc      # never touched
     # Another budget into the same directory is refused (its results would be mixed in).
     other = run([PYTHON, "-m", "experiments", "--budget", "full", "--out", str(out), "--docs", str(docs),
                  "--report-only"], timeout=300, check=False)
