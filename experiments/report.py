@@ -689,25 +689,26 @@ def checkpoint_cuts(out, budget, variants=VARIANTS):
 
 
 def per_image_note(rows):
-    """Which models' evaluations kept every image's result (eval.py --per-image; an earlier
-    runner did not): the paired tests and intervals apply to those. -> a sentence, or ''."""
-    kept, complete = [], True
+    """Which white-box evaluations kept no per-image results (an earlier runner's, not
+    backfilled): comparisons that involve them fall back to the unpaired test. Grouped by
+    evaluation and seed. -> a sentence, or '' when every evaluation kept them."""
+    missing, models = {}, {}
     for name, row in rows.items():
-        metrics = [m for m in row.per_seed if m != "all_or_nothing"]
-        for seed in sorted({s for m in metrics for s in row.per_seed[m]}):
-            keys = [m for m in metrics if seed in row.per_seed[m]]
-            has = sorted((m for m in keys if seed in row.per_image.get(m, {})), key=lambda m: (
-                -row.per_seed[m][seed][1], int(re.sub(r"\D", "", m.split("@")[0]) or 0)))
-            complete &= len(has) == len(keys)
-            if has:
-                kept.append("%s/seed%d (%s)" % (name, seed, "all" if len(has) == len(keys) else "%d of %d: %s" % (
-                    len(has), len(keys), ", ".join("%s n=%d" % (metric_label(m.split("@")[0]), row.per_seed[m][seed][1])
-                                                   for m in has))))
-    if complete:
+        for m, by_seed in row.per_seed.items():
+            if m == "all_or_nothing":
+                continue
+            for seed, (_, n) in by_seed.items():
+                key = (seed, -n, int(re.sub(r"\D", "", m.split("@")[0]) or 0), "%s n=%d" % (metric_label(m.split("@")[0]), n))
+                models.setdefault(key, []).append(name)
+                if seed not in row.per_image.get(m, {}):
+                    missing.setdefault(key, []).append(name)
+    if not missing:
         return ""
-    return ("- Per-image results (`eval.py --per-image`), which the paired tests need, were kept by %s; the "
-            "other white-box evaluations ran under an earlier runner that did not keep them, so comparisons "
-            "that involve them use the unpaired test.\n" % ("; ".join(kept) if kept else "none"))
+    groups = ["%s in seed %d: %s" % (key[3], key[0], "every model" if len(names) == len(models[key]) else ", ".join(names))
+              for key, names in sorted(missing.items())]
+    return ("- Per-image results (`eval.py --per-image`), which the paired tests need, are missing for evaluations "
+            "run before the runner kept them (and not backfilled): %s. Comparisons that involve them use the "
+            "unpaired test.\n" % "; ".join(groups))
 
 
 def noise_table(features):

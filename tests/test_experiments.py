@@ -251,8 +251,9 @@ def test_attack_strength_is_paired_when_the_evaluations_kept_every_image(tmp_pat
     assert stale.paired("pgd10@n500", "pgd100", 1) is None
     # the page says which evaluations kept per-image results (here all but the plain rates)
     note = report.per_image_note({"baseline": row})
-    assert "baseline/seed1 (5 of 9: PGD-10 n=500, PGD-100 n=500, PGD-10 n=100, PGD-100 n=100, PGD-1000 n=100)" \
+    assert "clean n=10000 in seed 1: every model; PGD-10 n=10000 in seed 1: every model; clean n=500 in seed 1" \
         in note, note
+    assert "PGD-100 n=500 in seed 1" not in note
     assert report.per_image_note({}) == ""
     # an attack that gets weaker on the same images, in one seed: a significant rise
     rec = PerImageRecorder(str(tmp_path / "up.npz"), ["a"])
