@@ -40,18 +40,14 @@ class Row:
     def paired(self, metric_x, metric_y, seed):
         """(correct in x, correct in y) of two evaluations of the same images in one seed
         (same count, same labels in the same order), or None."""
-        x, y = self.per_image_correct(metric_x, seed), self.per_image_correct(metric_y, seed)
-        if x is None or y is None or len(x[0]) != len(y[0]) or not np.array_equal(x[0], y[0]):
-            return None
-        return x[1], y[1]
+        return same_images_pair(self.per_image_correct(metric_x, seed), self.per_image_correct(metric_y, seed))
 
     def per_image_correct(self, metric, seed):
         """(labels, correct) of one evaluation's per-image file, or None (none, or stale)."""
         path, name = self.per_image.get(metric, {}).get(seed, (None, None))
         if path is None:
             return None
-        from fdenoise.evaluation import load_per_image
-        labels, values = load_per_image(path)
+        labels, values = _load_per_image(path)
         correct = values.get(("top1_error", name))
         acc, n = self.per_seed[metric][seed]
         if correct is None or len(correct) != n or abs((correct == 0).mean() - acc) > 1e-9:
@@ -69,6 +65,27 @@ class Row:
         accs = [a for a, _ in values.values()]
         mean = sum(accs) / len(accs)
         return mean, binomial_half_width(mean, max(k for _, k in values.values())), min(accs), max(accs), len(accs)
+
+
+_PER_IMAGE_FILES = {}
+
+
+def _load_per_image(path):
+    """eval.py --per-image file, read once per page (every claim and seed pairs from it)."""
+    stat = os.stat(path)
+    key = (path, stat.st_size, stat.st_mtime_ns)
+    if key not in _PER_IMAGE_FILES:
+        from fdenoise.evaluation import load_per_image
+        _PER_IMAGE_FILES[key] = load_per_image(path)
+    return _PER_IMAGE_FILES[key]
+
+
+def same_images_pair(x, y):
+    """Two ``Row.per_image_correct`` results -> (correct in x, correct in y) if both exist and
+    cover the same images (same labels in the same order), else None."""
+    if x is None or y is None or len(x[0]) != len(y[0]) or not np.array_equal(x[0], y[0]):
+        return None
+    return x[1], y[1]
 
 
 def binomial_half_width(acc, n, z=Z95):
@@ -145,9 +162,9 @@ def _image_variance(ra, rb, metric, seed):
     """The test images' part of the variance of one seed's difference between two models:
     paired where both evaluations kept per-image results on the same images (the models
     mostly get the same images right, so this is much smaller), else both binomial variances."""
-    x, y = ra.per_image_correct(metric, seed), rb.per_image_correct(metric, seed)
-    if x is not None and y is not None and len(x[0]) == len(y[0]) and np.array_equal(x[0], y[0]):
-        return paired_variance(x[1], y[1])
+    pair = same_images_pair(ra.per_image_correct(metric, seed), rb.per_image_correct(metric, seed))
+    if pair is not None:
+        return paired_variance(*pair)
     return _binomial_variance(ra.per_seed[metric][seed]) + _binomial_variance(rb.per_seed[metric][seed])
 
 
