@@ -391,29 +391,29 @@ def _attack_strength_claim(base, budget):
     if len(seeds) < MIN_SEEDS:
         return claim + (evidence, "%d seed so far (a verdict needs %d)" % (len(seeds), MIN_SEEDS))
 
-    tests = set()
+    used = {}     # seed -> [(test, step)]: which test judged which step, for the verdict's note
 
-    def beyond_noise(seed, kx, ky, alpha=0.05):      # evaluation kx significantly more accurate than ky
+    def beyond_noise(seed, step, alpha=0.05):      # step's first attack significantly more accurate
+        (ix, kx), (iy, ky), limit = step
         pair = base.paired(kx, ky, seed)
+        used.setdefault(seed, []).append(("paired" if pair is not None else "unpaired", step))
         if pair is not None:
-            tests.add("paired")
             b, c, p = mcnemar(*pair)
             return b > c and p < alpha
-        tests.add("unpaired")
         x, y = base.per_seed[kx][seed], base.per_seed[ky][seed]
         return x[0] - y[0] > Z95 * math.sqrt(_binomial_variance(x) + _binomial_variance(y))
 
     outcome = []
-    chains = [[k for i, k in curve if i > 0] for _, curve in curves]
-    steps = sum(len(a) - 1 for a in chains)
+    chains = [([(i, k) for i, k in curve if i > 0], limit) for limit, curve in curves]
+    steps = sum(len(a) - 1 for a, _ in chains)
     for seed in seeds:
         # a rise at any of the steps: each step tested at 5% / steps (Bonferroni), so that the
         # chance of a false "rises" stays at 5% however many steps there are
-        rises = any(beyond_noise(seed, a[j + 1], a[j], 0.05 / max(steps, 1)) for a in chains for j in range(len(a) - 1))
-        falls = any(len(a) > 1 and beyond_noise(seed, a[0], a[-1]) for a in chains)
+        rises = any(beyond_noise(seed, (a[j + 1], a[j], limit), 0.05 / max(steps, 1))
+                    for a, limit in chains for j in range(len(a) - 1))
+        falls = any(len(a) > 1 and beyond_noise(seed, (a[0], a[-1], limit)) for a, limit in chains)
         outcome.append("rises" if rises else "falls" if falls else "flat")
-    how = " (%s)" % " and ".join({"paired": "paired per image", "unpaired": "rates compared, unpaired"}[t]
-                                 for t in sorted(tests))
+    how = " (%s)" % _tests_used(used)
     if all(o == "falls" for o in outcome):
         return claim + (evidence, "yes: falls in all %d seeds%s" % (len(outcome), how))
     if "rises" in outcome:
@@ -421,6 +421,27 @@ def _attack_strength_claim(base, budget):
             outcome.count("rises"), len(outcome), how))
     return claim + (evidence, "undecided: the fall is within the noise of these images in %d of %d seeds%s" % (
         outcome.count("flat"), len(outcome), how))
+
+
+def _tests_used(used):
+    """Which test judged the Fig. 6 steps: one phrase if every seed used the same, else per
+    seed, naming the steps that fell back to comparing rates (no per-image results)."""
+    def step_name(step):
+        (ix, _), (iy, _), limit = step
+        return "PGD-%d vs PGD-%d on %s" % (min(ix, iy), max(ix, iy),
+                                           "the first %d images" % limit if limit else "all images")
+
+    def seed_phrase(tests):
+        unpaired = sorted({step_name(step) for test, step in tests if test == "unpaired"})
+        if not unpaired:
+            return "paired per image"
+        if len(unpaired) == len({step_name(step) for _, step in tests}):
+            return "rates compared, unpaired"
+        return "paired per image, except rates compared for " + ", ".join(unpaired)
+    phrases = {seed: seed_phrase(tests) for seed, tests in sorted(used.items())}
+    if len(set(phrases.values())) == 1:
+        return next(iter(phrases.values()))
+    return "; ".join("seed %s: %s" % (seed, phrase) for seed, phrase in phrases.items())
 
 
 def _residual_claim(r, with_residual, num_classes=10):

@@ -215,7 +215,7 @@ def test_attack_strength_is_paired_when_the_evaluations_kept_every_image(tmp_pat
         c = np.zeros(n, bool)
         c[first_wrong:first_wrong + right] = True
         return c
-    row = _curve_row("baseline", plain)
+    row, mixed = _curve_row("baseline", plain), []
     for seed in (1, 2):
         # first 500: PGD-10 right on images 0..409, PGD-100 on 15..409 (the same images, fewer)
         # first 100: PGD-10 right on 0..79, PGD-100 on 1..79, PGD-1000 on 10..79
@@ -231,8 +231,25 @@ def test_attack_strength_is_paired_when_the_evaluations_kept_every_image(tmp_pat
             assert row.correct(key, seed) is None
             row.add(key, seed, right.mean(), n, (path, "a"))
             np.testing.assert_array_equal(row.correct(key, seed), right)
+            if seed == 1:
+                mixed.append((key, right.mean(), n, path))
     verdict = report._attack_strength_claim(row, budget)[3]
     assert verdict == "yes: falls in all 2 seeds (paired per image)", verdict
+    # per-image results in seed 1 only: the verdict says which seed used which test
+    partly = _curve_row("baseline", plain)
+    for key, acc, n, path in mixed:
+        partly.add(key, 1, acc, n, (path, "a"))
+    verdict = report._attack_strength_claim(partly, budget)[3]
+    assert verdict == ("undecided: the fall is within the noise of these images in 1 of 2 seeds "
+                       "(seed 1: paired per image; seed 2: rates compared, unpaired)"), verdict
+    # and names the steps that fell back to the rates within one seed
+    partly = _curve_row("baseline", plain)
+    for key, acc, n, path in mixed:
+        if n == 100:
+            partly.add(key, 1, acc, n, (path, "a"))
+    verdict = report._attack_strength_claim(partly, budget)[3]
+    assert verdict.endswith("(seed 1: paired per image, except rates compared for PGD-10 vs PGD-100 on "
+                            "the first 500 images; seed 2: rates compared, unpaired)"), verdict
     # the whole-set estimate's drops are paired too: 15 of 500 and 9 of 100 images lost (and
     # none gained), each proportion with half an image added
     def paired(k, n):
