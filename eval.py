@@ -17,7 +17,8 @@ import sys
 
 
 def parse_args(argv=None):
-    from fdenoise.flags import OneLineArgumentParser, add_arch_flags, add_attack_flags, iteration_list, positive_int
+    from fdenoise.flags import (OneLineArgumentParser, add_arch_flags, add_attack_flags, iteration_list,
+                                nonnegative_int, positive_int)
     p = OneLineArgumentParser(description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--load", required=True, help=".npz (released or from train.py) or a TF checkpoint")
@@ -33,7 +34,7 @@ def parse_args(argv=None):
     g.add_argument("--attack-iter", type=iteration_list, default="0,10",
                    help="comma-separated iteration counts, each evaluated (0 = clean)")
     g.add_argument("--restarts", type=positive_int, default=1, help="random restarts, keeping the best per image")
-    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--seed", type=nonnegative_int, default=None)
     g = p.add_argument_group("output")
     g.add_argument("--json-out", default=None, help="write the results as JSON")
     g.add_argument("--plot-out", default=None, help="robustness curve (PNG) when several strengths are given")

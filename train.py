@@ -59,7 +59,7 @@ def parse_args(argv=None):
     g.add_argument("--logdir", default=None, help="default: train_log/<arch name>")
     g.add_argument("--load", default=None, help="initialise from a .npz or TF checkpoint (must fit exactly)")
     g.add_argument("--keep-checkpoints", type=positive_int, default=3)
-    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--seed", type=nonnegative_int, default=None)
     return p.parse_args(argv)
 
 

@@ -88,7 +88,7 @@ def add_arch_flags(parser):
     g = parser.add_argument_group("architecture (nets/)")
     g.add_argument("--arch", help="R50|R101|R152|X50|X101 (X = ResNeXt 32x8d), small-image S14|S26|S38|S50, "
                                   "or the original release's ResNet|ResNetDenoise|ResNeXtDenoiseAll with -d")
-    g.add_argument("-d", "--depth", type=int, help="depth for the original release's --arch spellings")
+    g.add_argument("-d", "--depth", type=positive_int, help="depth for the original release's --arch spellings")
     g.add_argument("--width", type=positive_int, default=None,
                    help="stem width of the small-image nets (bottleneck widths are width * 2^stage); default 16")
     g.add_argument("--denoise", choices=sorted(BLOCK_OPS), default=None,
@@ -98,11 +98,11 @@ def add_arch_flags(parser):
     g.add_argument("--denoise-subsample", action="store_true", help="2x2 max-pool x_j in non-local ops (Sec. 6.2)")
     g.add_argument("--denoise-embed", choices=("auto", "yes", "no"), default="auto",
                    help="theta/phi embeddings (auto: Gaussian yes, dot product no)")
-    g.add_argument("--denoise-kernel", type=int, default=3, help="window of bilateral/mean/median (default 3)")
+    g.add_argument("--denoise-kernel", type=positive_int, default=3, help="window of bilateral/mean/median (default 3)")
     g.add_argument("--no-denoise-1x1", action="store_true", help="ablation of Table 1: no 1x1 conv")
     g.add_argument("--no-denoise-residual", action="store_true", help="ablation of Table 1: no residual connection")
-    g.add_argument("--denoise-query-block", type=int, default=0,
-                   help="Gaussian non-local in chunks of this many query positions (bounds memory)")
+    g.add_argument("--denoise-query-block", type=nonnegative_int, default=0,
+                   help="Gaussian non-local in chunks of this many query positions (bounds memory; 0: all at once)")
     g.add_argument("--data-format", choices=("auto", "NHWC", "NCHW"), default="auto",
                    help="auto: NCHW on GPUs, NHWC on CPUs (no NCHW max-pool gradient there)")
 

@@ -112,6 +112,8 @@ class ArchSpec:
                 raise SpecError("unknown placement %r; valid: %s" % (d.at, ", ".join(PLACEMENTS)))
             if d.kernel_size < 1 or d.kernel_size % 2 == 0:
                 raise SpecError("denoising kernel size must be odd and positive, got %d" % d.kernel_size)
+            if d.query_block < 0:
+                raise SpecError("denoising query block must be >= 0 (0: all queries at once), got %d" % d.query_block)
             if not d.use_1x1 and not d.residual:
                 raise SpecError("a denoising block needs the 1x1 conv or the residual connection (or both)")
         return self

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One set-up step for README's commands and for CI (issue 2).
 #
-#   bash scripts/setup.sh [--gpu]
+#   bash scripts/setup.sh [--gpu | --cpu]
 #
 # Creates .venv in the repository, installs the dependencies pinned in setup.cfg,
 # builds Horovod 0.28.1 from source with its TensorFlow ops and the Gloo controller
@@ -9,7 +9,9 @@
 # missing and we may install packages, then checks the result. Idempotent: with
 # everything in place it only re-checks and finishes in seconds.
 #
-# --gpu installs tensorflow==2.15.1 instead of tensorflow-cpu==2.15.1 (GPU clusters).
+# --gpu installs tensorflow==2.15.1 instead of tensorflow-cpu==2.15.1 (GPU clusters); the
+# choice is remembered, so README's demo.sh and test.sh (which call this without options) keep
+# it. --cpu switches back.
 set -euo pipefail
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 
@@ -17,14 +19,21 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
 FMNIST_DIR="/usr/share/datasets/fashion-mnist"
-GPU=0
+STAMP="$VENV/.deps-stamp"
+GPU=""
 for arg in "$@"; do
   case "$arg" in
     --gpu) GPU=1 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
-    *) echo "setup: unknown option '$arg' (valid: --gpu)" >&2; exit 2 ;;
+    --cpu) GPU=0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    *) echo "setup: unknown option '$arg' (valid: --gpu, --cpu)" >&2; exit 2 ;;
   esac
 done
+if [ -z "$GPU" ]; then
+  # No option: keep what an earlier set-up installed (demo.sh and test.sh pass none).
+  GPU=0
+  if [ -f "$STAMP" ] && grep -q "gpu=1" "$STAMP"; then GPU=1; fi
+fi
 
 step() { echo "[setup] $*"; }
 # pip, quiet unless it fails (then minus the noise of this machine's optional local package folders).
@@ -67,10 +76,15 @@ if [ ! -x "$PY" ]; then
 fi
 
 # ---- 2. pinned Python dependencies -------------------------------------------------
-STAMP="$VENV/.deps-stamp"
 WANT="$(pins | sort | tr '\n' ' ') gpu=$GPU"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   step "2/5 installing pinned dependencies: $WANT"
+  # tensorflow and tensorflow-cpu install the same module: remove the other one first, or
+  # uninstalling either later would break both
+  OTHER_TF=tensorflow; [ "$GPU" = 1 ] && OTHER_TF=tensorflow-cpu
+  if "$PY" -m pip show -q "$OTHER_TF" >/dev/null 2>&1; then
+    pip_quiet uninstall -y -q "$OTHER_TF" || fail "2/5 pip uninstall $OTHER_TF"
+  fi
   # shellcheck disable=SC2046
   pip_quiet install -q $(pins) || fail "2/5 pip install of the pinned dependencies"
   echo "$WANT" > "$STAMP"
@@ -79,19 +93,34 @@ else
 fi
 
 # ---- 3. Horovod, built against this TensorFlow ----------------------------------
-if ! "$PY" -c "import horovod, sys; sys.exit(horovod.__version__ != '0.28.1')" 2>/dev/null \
-   || ! "$PY" -c "import horovod.tensorflow" 2>/dev/null; then
+# On GPU machines with NCCL, Horovod's GPU allreduce should use it (Goyal et al.'s recipe is
+# bandwidth-bound on gradients); elsewhere Gloo on host memory.
+WANT_NCCL=0
+if [ "$GPU" = 1 ] && { [ -n "${HOROVOD_NCCL_HOME:-}" ] || ldconfig -p 2>/dev/null | grep -q 'libnccl\.so'; }; then
+  WANT_NCCL=1
+fi
+horovod_ok() {
+  "$PY" -c "import horovod, sys; sys.exit(horovod.__version__ != '0.28.1')" 2>/dev/null &&
+  "$PY" -c "import sys, horovod.tensorflow as h; sys.exit(int($WANT_NCCL and not h.nccl_built()))" 2>/dev/null
+}
+if ! horovod_ok; then
   step "3/5 building horovod==0.28.1 with TensorFlow + Gloo (takes about 3 minutes)"
   MPI_FLAG=HOROVOD_WITHOUT_MPI=1
   if command -v mpicc >/dev/null 2>&1 || command -v mpirun >/dev/null 2>&1; then
     MPI_FLAG=HOROVOD_WITH_MPI=1
     step "    an MPI was found: building the MPI controller too"
   fi
+  [ "$WANT_NCCL" = 1 ] && step "    NCCL was found: building GPU allreduce with NCCL"
+  # an installed but unusable Horovod (another TensorFlow, no NCCL) must be rebuilt, not kept
+  REINSTALL=()
+  "$PY" -m pip show -q horovod >/dev/null 2>&1 && REINSTALL=(--force-reinstall --no-deps)
   (
     export HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 "$MPI_FLAG" \
            HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
-    pip_quiet install -q --no-cache-dir --no-build-isolation horovod==0.28.1
+    [ "$WANT_NCCL" = 1 ] && export HOROVOD_GPU_OPERATIONS=NCCL
+    pip_quiet install -q --no-cache-dir --no-build-isolation ${REINSTALL[@]+"${REINSTALL[@]}"} horovod==0.28.1
   ) || fail "3/5 horovod build (needs cmake and g++; see ../shared/reference/ENVIRONMENT.md)"
+  horovod_ok || fail "3/5 horovod built but does not import with this TensorFlow$([ "$WANT_NCCL" = 1 ] && echo ' and NCCL')"
 else
   step "3/5 horovod 0.28.1 already built"
 fi

@@ -240,6 +240,8 @@ BAD_SPECS = [
     pytest.param(lambda: ArchSpec(family="vgg").validate(), list(FAMILIES), id="family"),
     pytest.param(lambda: ArchSpec(denoise=DenoiseSpec(op="gaussian")).validate(), sorted(BLOCK_OPS),
                  id="denoise-op"),
+    pytest.param(lambda: ArchSpec(denoise=DenoiseSpec(op="nonlocal", query_block=-1)).validate(), [">="],
+                 id="denoise-query-block"),
     pytest.param(lambda: parse_arch("VGG16"), list(ARCH_CHOICES), id="parse_arch-unknown"),
 ]
 
