@@ -306,7 +306,14 @@ def _misses(res):
             bmm = sum(x["share"] for x in p["top"] if "BatchMatMul" in x["op"]) if p else 0
             arch = res["complexity"].get(label, {})
             bmm_flops = arch["batch_matmul_macs"] / arch["macs"] if arch.get("batch_matmul_macs") else None
-            if bmm and bmm_flops:
+            op = next((r["spec"]["denoise"]["op"] for r in res["nets"] if r["label"] == label and r.get("spec")), None)
+            if op == "median":
+                lines.append("  The median (Eq. 3) is comparisons, not multiply-adds: per output element 19 "
+                             "compare-exchanges (38 min/max) over 9 shifted copies of the map, none of them FLOPs by "
+                             "the convention above. The FLOP share is only the blocks' 1x1 convolutions, so this "
+                             "target cannot hold for the median whatever its speed; its gradient's share is in the "
+                             "section \"Median filter gradient (ablation)\".")
+            elif bmm and bmm_flops:
                 uncounted = 1 - sum(x["share"] for x in p["top"] if any(c in x["op"] for c in COUNTED))
                 lines.append("  What bounds it, from the profile of the %s attack below: the non-local products "
                              "(BatchMatMul) take %s of the time for %s of the FLOPs, i.e. %.2fx the time per FLOP of "
@@ -358,9 +365,9 @@ def write_markdown(res, path):
             "- Load average (1 min) at start / end: %.2f / %.2f" % (meta["loadavg_start"][0],
                                                                     meta.get("loadavg_end", [0])[0])]
     if meta.get("merged_from"):
-        head.append("- Merged from %d runs of the same plan (%s): each measurement comes from the run in which its own "
-                    "matmul reference was fastest, i.e. least slowed by other load; pipeline, Horovod and the machine "
-                    "reference come from the first" % (len(meta["merged_from"]), "; ".join(
+        head.append("- Merged from %d runs (%s): each measurement that several of them made comes from the run in "
+                    "which its own matmul reference was fastest, i.e. least slowed by other load (rows only the first "
+                    "run made, from it); pipeline, Horovod and the machine reference come from the first" % (len(meta["merged_from"]), "; ".join(
                         "`%s`, %s, commit %s" % (m["command"], m["date"], m["commit"]) for m in meta["merged_from"])))
     if meta.get("flops_recounted_at"):
         head.append("- FLOPs (analytic) recounted with `--recount-flops` at commit %s" % meta["flops_recounted_at"])
