@@ -167,16 +167,6 @@ def test_fixed_seed_gives_the_same_adversarial_images():
     assert not np.array_equal(a1, a3)
 
 
-def test_momentum_attacker_follows_the_accumulated_gradient():
-    clean = np.zeros((3, 2, 5, 1), np.float32)
-    labels = np.zeros(3, np.int32)
-    # iterations of size max(8, 64/16) = 8: on the linear model the gradient keeps its sign,
-    # so the accumulated momentum does too and after k steps every pixel has moved 8k
-    for k in (1, 3):
-        adv, target, _ = run_attack(MIFGSMAttacker(64, 8, 16, decay=1.0).__class__(8 * k, 8, k), clean, labels)
-        np.testing.assert_allclose(np.abs(adv - clean), 8 * k * PIXEL_SCALE, rtol=1e-5)
-
-
 def test_restarts_keep_the_most_successful_start():
     """With 1-iteration PGD a single random start often fails; keeping the best of many
     starts can only raise the success rate on the same images."""
@@ -321,3 +311,96 @@ def test_pgd_backpropagates_through_every_denoising_op(op):
     # the attack moved every image towards misclassification, by a clear amount
     assert np.mean(margin(a, pred) < margin(c, pred) - 1e-3) >= 0.9
     assert np.mean(margin(a, pred) / margin(c, pred)) < 0.9
+
+
+# ------------------------------------------------------------------------------------------
+# The whole iterative loop against a numpy reimplementation, on a model whose gradient signs
+# change from one iteration to the next (so the step size, the projection and the momentum
+# all show in the result: on a linear model every pixel just runs to the ball's surface).
+
+QUAD_A = np.random.RandomState(5).randn(K, K).astype("float32")
+
+
+def quadratic_model(x):
+    """logits = (x * x) A: the gradient 2 x (A (onehot - p)) flips sign as pixels cross 0."""
+    flat = tf.reshape(x, [-1, K])
+    return tf.matmul(flat * flat, QUAD_A)
+
+
+def _reference_objective_gradient(x, label, target, loss, targeted):
+    flat = x.reshape(len(x), K).astype(np.float64)
+    z = (flat * flat) @ QUAD_A
+    onehot = lambda c: np.eye(K)[c]
+    if loss == "xent":
+        p = np.exp(z - z.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        dz = onehot(target) - p if targeted else p - onehot(label)
+    else:   # CW margin: z_c - max_{j != c} z_j, for c = target (ascend) or label (descend)
+        c = target if targeted else label
+        others = np.where(onehot(c) > 0, -np.inf, z).argmax(1)
+        dz = (onehot(c) - onehot(others)) * (1 if targeted else -1)
+    return (2 * flat * (dz @ QUAD_A.T)).reshape(x.shape)
+
+
+def _reference_attack(clean, label, target, epsilon, step_size, iters, loss="xent", targeted=True, decay=None):
+    """Sec. 6.1's rule step = max(step, epsilon / iterations); x <- Proj(x + step sign(g)), or
+    with momentum g <- mu g + grad / mean|grad| (Dong et al.), all from the clean image."""
+    eps, step = epsilon * PIXEL_SCALE, max(step_size, epsilon / iters) * PIXEL_SCALE
+    adv, momentum = clean.astype(np.float64), np.zeros(clean.shape)
+    for _ in range(iters):
+        g = _reference_objective_gradient(adv, label, target, loss, targeted)
+        if decay is not None:
+            l1 = np.abs(g).mean(axis=(1, 2, 3), keepdims=True)
+            momentum = decay * momentum + g / np.maximum(l1, 1e-12)
+            g = momentum
+        adv = np.clip(np.clip(adv + step * np.sign(g), clean - eps, clean + eps), -1, 1)
+    return adv
+
+
+@pytest.mark.parametrize("make, loss, targeted, decay", [
+    (lambda: IFGSMAttacker(64, 16, 6), "xent", True, None),
+    (lambda: PGDAttacker(64, 16, 6, targeted=False, prob_start_from_clean=1.0), "xent", False, None),
+    (lambda: IFGSMAttacker(64, 16, 6, loss="cw"), "cw", True, None),
+    (lambda: MIFGSMAttacker(64, 16, 6), "xent", True, 1.0),
+], ids=["ifgsm-targeted", "pgd-from-clean-untargeted", "ifgsm-cw", "mifgsm"])
+def test_iterative_attacks_equal_a_numpy_reference(make, loss, targeted, decay):
+    clean, labels = random_images(n=32, seed=3)
+    clean *= 0.5                                   # room for the steps inside [-1, 1]
+    adv, target, _ = run_attack(make(), clean, labels, quadratic_model, seed=0)
+    expected = _reference_attack(clean, labels, target, 64, 16, 6, loss, targeted, decay)
+    np.testing.assert_allclose(adv, expected, atol=1e-5)
+    # the test can see the step: many pixels end strictly inside the ball, where a wrong
+    # step size would have left them elsewhere
+    inside = np.abs(np.abs(adv - clean) - 64 * PIXEL_SCALE) > 1e-4
+    assert inside.mean() > 0.2, inside.mean()
+    wrong_step = _reference_attack(clean, labels, target, 64, 20, 6, loss, targeted, decay)
+    assert np.abs(wrong_step - expected).max() > 1e-2
+    if decay is not None:                          # and the momentum changes the result here
+        plain = _reference_attack(clean, labels, target, 64, 16, 6, loss, targeted, None)
+        assert np.abs(plain - expected).max() > 1e-2
+
+
+@pytest.mark.parametrize("loss", ["xent", "cw"])
+@pytest.mark.parametrize("targeted", [True, False], ids=["targeted", "untargeted"])
+def test_attack_objectives_equal_numpy(loss, targeted):
+    """attacks/losses.py against the formulas: targeted xent maximises log p_t (Sec. 5: descend
+    the loss of the adversarial target), untargeted -log p_y; CW maximises z_t - max_{j != t} z_j,
+    or max_{j != y} z_j - z_y."""
+    from attacks.losses import attack_objective
+    rng = np.random.RandomState(2)
+    logits = (rng.randn(50, K) * 3).astype("float32")
+    label, target = rng.randint(0, K, 50), rng.randint(0, K, 50)
+    with tf.Graph().as_default(), tfv1.Session() as sess:
+        ours = sess.run(attack_objective(loss, tf.constant(logits), tf.constant(label), tf.constant(target), targeted))
+    z = logits.astype(np.float64)
+    c = target if targeted else label
+    rows = np.arange(50)
+    if loss == "xent":
+        log_p = z - z.max(1, keepdims=True)
+        log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
+        expected = log_p[rows, c] if targeted else -log_p[rows, c]
+    else:
+        others = np.array([np.max(np.delete(z[i], c[i])) for i in rows])
+        margin = z[rows, c] - others
+        expected = margin if targeted else -margin
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)

@@ -1,6 +1,9 @@
 """Issue 2, item 5: every workaround in fdenoise/compat.py, each with a test that fails
 without it (the 'without' half runs in a fresh interpreter that does not import it)."""
+import json
 import textwrap
+
+import numpy as np
 
 from helpers import PYTHON, run
 
@@ -39,11 +42,16 @@ def test_horovod_trainer_global_variables():
 def test_single_process_horovod_trainer_runs():
     """HorovodTrainer.initialize is where TF2 broke: a world of one must train."""
     code = """
-        import numpy as np, tensorflow as tf
+        import json, numpy as np, tensorflow as tf
         import fdenoise
         from fdenoise.dist import horovod
         from tensorpack import HorovodTrainer, ModelDesc, TrainConfig, launch_train_with_config
+        from tensorpack.callbacks import Callback
         from tensorpack.dataflow import DataFromList
+        class PrintWeights(Callback):
+            def _after_train(self):
+                w, = [v for v in tf.compat.v1.global_variables() if v.op.name == "w"]
+                print("WEIGHTS", json.dumps(self.trainer.sess.run(w).tolist()))
         class M(ModelDesc):
             def inputs(self):
                 return [tf.TensorSpec([None, 2], tf.float32, "x")]
@@ -54,12 +62,18 @@ def test_single_process_horovod_trainer_runs():
                 return tf.compat.v1.train.GradientDescentOptimizer(0.1)
         horovod()
         launch_train_with_config(TrainConfig(model=M(), dataflow=DataFromList([[np.ones((1, 2), "f")]] * 2),
-                                             callbacks=[], monitors=[], steps_per_epoch=2, max_epoch=1),
+                                             callbacks=[PrintWeights()], monitors=[], steps_per_epoch=2,
+                                             max_epoch=1),
                                  HorovodTrainer())
         print("TRAINED_OK")
     """
     out = _python(code)
     assert "TRAINED_OK" in out.stdout, out.stdout[-3000:]
+    # and it really trained: loss (x w)^2 with x = 1 has gradient 2 w, so each SGD step of lr
+    # 0.1 multiplies w by 0.8 (the average over a world of one is the gradient itself)
+    weights = [line for line in out.stdout.splitlines() if line.startswith("WEIGHTS")]
+    assert weights, out.stdout[-3000:]
+    np.testing.assert_allclose(json.loads(weights[0].split(" ", 1)[1]), [0.64, 0.64], rtol=1e-6)
 
 
 def test_nchw_conv_and_max_pool_run_in_process():
