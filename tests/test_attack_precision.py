@@ -91,6 +91,9 @@ def input_gradients(precisions, denoise=None, n=8, max_backoffs=3, fp16_loss_sca
     spec = ArchSpec(denoise=DenoiseSpec(denoise), **TINY)
     g = tf.Graph()
     with g.as_default():
+        # the same net every time: the agreement varies from one random net to another
+        # (bf16 sign-step gain 0.968 to 0.996 over unseeded nets), and a test must not draw it
+        tfv1.set_random_seed(0)
         model = AdvModel(spec)
         x = tfv1.placeholder(tf.float32, [None, S, S, 1])
         y = tfv1.placeholder(tf.int32, [None])
@@ -139,10 +142,11 @@ def test_low_precision_attacks_stay_in_the_ball_and_are_as_strong_as_fp32():
 
 @pytest.mark.parametrize("denoise, fp16_loss_scale", [(None, None), ("nonlocal", None), ("nonlocal", 2.0 ** 20)])
 def test_low_precision_gradient_sign_agrees_with_fp32(denoise, fp16_loss_scale):
-    """What PGD uses is the sign of the input gradient. Measured on these nets: fp16 has
-    the fp32 sign on >= 99.2% of the pixels, bf16 (an 8-bit mantissa) on >= 95.1%, and
-    the sign step keeps >= 99.7% (fp16) / 98.4% (bf16) of the first-order gain of the fp32
-    sign step, sum(sign(g) * g32) / sum(|g32|); a random sign would keep 0.
+    """What PGD uses is the sign of the input gradient. Measured on these nets with graph
+    seeds 0-3 (the test uses seed 0): fp16 has the fp32 sign on >= 98.5% of the pixels,
+    bf16 (an 8-bit mantissa) on >= 94.9%, and the sign step keeps >= 99.6% (fp16) / 97.6%
+    (bf16) of the first-order gain of the fp32 sign step, sum(sign(g) * g32) / sum(|g32|);
+    a random sign would keep 0. The thresholds leave room for another CPU's kernels.
     A loss scale of 2^20 overflows every image's fp16 backward on any CPU (its gradients
     reach ~3.6e3 at the default 2^10, so ~3.7e6 > 65504): the retry at a 256x smaller scale
     must then give the same agreement."""
@@ -150,7 +154,7 @@ def test_low_precision_gradient_sign_agrees_with_fp32(denoise, fp16_loss_scale):
     if fp16_loss_scale:
         assert backoffs["fp16"].min() > 0, backoffs        # the overflow path really ran
     g32 = grads["fp32"]
-    for p, agree, gain in (("fp16", 0.97, 0.99), ("bf16", 0.9, 0.97)):
+    for p, agree, gain in (("fp16", 0.97, 0.99), ("bf16", 0.9, 0.96)):
         low = grads[p]
         # every image has a gradient: a zero one would be an overflow that backing off did not cure
         assert np.all(np.isfinite(low)) and np.all(np.abs(low).reshape(len(low), -1).max(1) > 0), \
