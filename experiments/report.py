@@ -687,6 +687,9 @@ def cost_table(out, budget, variants=VARIANTS):
                       "%.0f" % (total("train/%s/" % v.name) + wb + bb)])
     other = total("craft/") + total("features")
     table.append(["transfer attacks and feature figures", "–", "–", "–", "%.0f" % other])
+    backfill = total("backfill/")
+    if backfill:     # `--backfill-per-image`: older evaluations rerun for their per-image results
+        table.append(["per-image backfill (older evaluations rerun)", "–", "%.0f" % backfill, "–", "%.0f" % backfill])
     return _md_table(["model", "training, per seed (s)", "white-box evaluations, all seeds (s)",
                       "black-box evaluation, all seeds (s)", "total (s)"], table) + "\n\n" + _targets(timings)
 

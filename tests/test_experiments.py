@@ -599,6 +599,24 @@ def test_cost_section_compares_the_run_with_its_targets():
     assert "over 10 minutes: 0 of 1." in report._targets({"train/a/seed1": 60.0})
 
 
+def test_cost_table_counts_the_backfill_in_its_own_row(tmp_path):
+    """The table's rows add up to the hours the targets line states: reruns of
+    `--backfill-per-image` ("backfill/<job>") get a row of their own, not a model's."""
+    from experiments.runner import Layout
+    budget = BUDGETS["tiny"]
+    timings = {"train/baseline/seed%d" % s: 100.0 for s in budget.seeds}
+    timings.update({"white-box/baseline/seed1/x": 50.0, "backfill/white-box/baseline/seed1/x": 40.0})
+    with open(Layout(str(tmp_path)).timings(), "w") as f:
+        json.dump(timings, f)
+    table = report.cost_table(str(tmp_path), budget, select_variants(["baseline"]))
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in table.splitlines() if line.startswith("| ") and "---" not in line}
+    assert rows["baseline"][1] == "50" and rows["baseline"][3] == "%d" % (100 * len(budget.seeds) + 50), rows
+    assert rows["per-image backfill (older evaluations rerun)"] == ["–", "40", "–", "40"], rows
+    assert sum(float(r[3]) for r in rows.values() if r[3] != "–" and r[3].replace(".", "").isdigit()) == \
+        sum(timings.values())
+
+
 def test_longest_attack_claim_compares_nonlocal_with_baseline():
     """Sec. 6.1: the non-local model stays ahead of the baseline under the longest attack."""
     budget = BUDGETS["full"]
