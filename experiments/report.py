@@ -346,6 +346,7 @@ def _count_verdict(results, want):
         return "not judged yet (too few seeds)" if measured else "not measured yet"
     if want == "better":
         verdict = "%d of %d significantly better" % (len(better), judged)
+        verdict += " (%s)" % ", ".join(better) if better else ""
         verdict += ", %d significantly worse (%s)" % (len(worse), ", ".join(worse)) if worse else ""
         return verdict + (" (%d of %d ops judged so far)" % (judged, len(results)) if judged < len(results) else "")
     if better:
@@ -487,9 +488,9 @@ def verdict_class(verdict):
     significantly); 'within noise' (judged, but the difference the claim is about is not
     significant at this scale: not shown, and not contradicted either); or 'open' (runs or
     seeds missing)."""
-    m = re.match(r"(\d+) of (\d+) significantly better(, (\d+) significantly worse)?", verdict)
+    m = re.match(r"(\d+) of (\d+) significantly better( \([^)]*\))?(, (\d+) significantly worse)?", verdict)
     if m:
-        yes, judged, worse = int(m.group(1)), int(m.group(2)), int(m.group(4) or 0)
+        yes, judged, worse = int(m.group(1)), int(m.group(2)), int(m.group(5) or 0)
         if worse:
             return "does not hold"
         if yes < judged:

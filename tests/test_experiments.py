@@ -509,6 +509,9 @@ def test_plain_summary_sorts_every_verdict():
              "undecided: the fall is within the noise of these images in 2 of 2 seeds": "within noise",
              "3 of 3 significantly better": "holds", "2 of 3 significantly better": "within noise",
              "2 of 3 significantly better, 1 significantly worse (median)": "does not hold",
+             "2 of 3 significantly better (mean, bilateral)": "within noise",
+             "2 of 3 significantly better (mean, bilateral), 1 significantly worse (median)": "does not hold",
+             "3 of 3 significantly better (mean, median, bilateral)": "holds",
              "1 of 1 significantly better (1 of 5 ops judged so far)": "open",
              "0 of 1 significantly better (1 of 5 ops judged so far)": "within noise",
              "0 of 1 significantly better, 1 significantly worse (mean) (1 of 5 ops judged so far)":
