@@ -39,8 +39,9 @@ def parse_args(argv=None):
     g.add_argument("--json-out", default=None, help="write the results as JSON")
     g.add_argument("--plot-out", default=None, help="robustness curve (PNG) when several strengths are given")
     g.add_argument("--per-image", default=None, metavar="FILE.npz",
-                   help="also save every image's top-1/top-5 error and attack success per attack, for "
-                        "paired comparisons on the same images (single process only)")
+                   help="also save every image's top-1/top-5 error and attack success per attack (with "
+                        "--all-or-nothing: top-1 error per attacker and all-or-nothing), for paired "
+                        "comparisons on the same images (single process only)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("--save-adversarial", default=None, metavar="DIR",
                    help="save the adversarial images as DIR/<attack>/<index>.png with DIR/labels.txt "
@@ -154,8 +155,9 @@ def main(argv=None):
                 dataset = "fashion-mnist" if params.get("conv0/W", np.zeros((7,))).shape[0] == 3 else "imagenet"
             else:
                 dataset = data.detect_dataset(args.data)
-        if args.per_image and black_box:
-            raise DataError("--per-image is for white-box evaluation: for black-box predictions use --logits-file")
+        if args.per_image and black_box and not args.all_or_nothing:
+            raise DataError("--per-image is for white-box or --all-or-nothing evaluation: for black-box "
+                            "predictions use --logits-file")
         arch = resolve_arch(args, params, recorded, dataset)
         if rank == 0:
             logger.info("Architecture: %s" % arch.name)
@@ -198,6 +200,9 @@ def main(argv=None):
                         zip(names, (int(p) for p in logits.argmax(axis=1))))
                 res = evaluation.all_or_nothing(truth, per_attacker)
                 out["all_or_nothing"] = res
+                if args.per_image:
+                    evaluation.save_all_or_nothing_per_image(args.per_image, truth, per_attacker)
+                    print("wrote every image's results to %s" % args.per_image)
                 print("all-or-nothing accuracy over %d attackers: %.2f%% +- %.2f (%d images)" % (
                     len(per_attacker), 100 * res["all_or_nothing_accuracy"], 100 * res["all_or_nothing_ci95"],
                     res["num_images"]))

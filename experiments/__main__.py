@@ -31,7 +31,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--budget", choices=sorted(BUDGETS), default="full")
-    p.add_argument("--out", default=os.path.join(REPO, "runs", "repro"), help="models, evaluations, logs")
+    # In the repository, committed: a CPU run of the suite spans many sessions, and the finished
+    # jobs (models, evaluations, logs) are what lets anyone regenerate the page or continue it.
+    p.add_argument("--out", default=os.path.join(REPO, "results", "repro"),
+                   help="models, evaluations, logs (the default is committed with the page it made)")
     p.add_argument("--docs", default=os.path.join(REPO, "docs"), help="where RESULTS.md and figures/ go")
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--variants", default=None, help="comma-separated subset of the suite's variants")

@@ -13,7 +13,7 @@ x_adv a white-box targeted PGD-10 image of the same model. Comparing it before a
 a denoising operation inside one network sidesteps the cross-model comparison the paper
 warns about.
 
-    python -m experiments.features --out runs/repro --data /usr/share/datasets/fashion-mnist
+    python -m experiments.features --out results/repro --data /usr/share/datasets/fashion-mnist
 """
 import argparse
 import json

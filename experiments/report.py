@@ -12,6 +12,9 @@ from .suite import SOURCE, SOURCE_SEED, VARIANTS
 Z95 = 1.96
 # Seeds are separate training runs; a claim is judged only when it can replicate across them.
 MIN_SEEDS = 2
+# fdenoise.evaluation.ALL_OR_NOTHING (not imported here: that module loads TensorFlow), the
+# attacker name of the all-or-nothing outcome in a black-box per-image file
+ALL_OR_NOTHING = "all-or-nothing"
 
 
 class Row:
@@ -114,9 +117,13 @@ def collect(out, budget, variants=VARIANTS):
                     v, seed, [i for i in iters if not v.clean_training or i <= 10], limit), "%s")
             for limit, iters in matched_groups(budget):
                 _add_white_box(row, seed, layout.white_box_file(v, seed, iters, limit), "%%s@n%d" % limit)
-            bb = (load_json(layout.black_box_file(v, seed)) or {}).get("all_or_nothing")
+            bb_file = layout.black_box_file(v, seed)
+            bb = (load_json(bb_file) or {}).get("all_or_nothing")
             if bb:
-                row.add("all_or_nothing", seed, bb["all_or_nothing_accuracy"], bb["num_images"])
+                # its per-image file pairs two models on the same transfer images (Table 2 claims)
+                per_image = Layout.per_image_file(bb_file)
+                row.add("all_or_nothing", seed, bb["all_or_nothing_accuracy"], bb["num_images"],
+                        (per_image, ALL_OR_NOTHING) if os.path.exists(per_image) else None)
                 for name, acc in bb["per_attacker_accuracy"].items():
                     row.per_attacker.setdefault(name, {})[seed] = acc
         rows[v.name] = row

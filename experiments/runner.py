@@ -269,8 +269,8 @@ def plan_jobs(variants, budget, layout, data, python=sys.executable):
                                 needs=(model,)))
             out = layout.black_box_file(variant, seed)
             jobs.append(Job("black-box/%s/seed%d" % (variant.name, seed),
-                            eval_argv(model, ["--all-or-nothing"] + attack_dirs + ["--labels", labels,
-                                                                                   "--json-out", out]),
+                            eval_argv(model, ["--all-or-nothing"] + attack_dirs + [
+                                "--labels", labels, "--json-out", out, "--per-image", layout.per_image_file(out)]),
                             out, layout.log("bb/%s/seed%d" % (variant.name, seed)),
                             needs=(model,) + tuple(layout.crafted_file(a) for a in attacks),
                             derived_from=(source.done_file,)))

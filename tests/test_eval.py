@@ -148,11 +148,30 @@ def test_all_or_nothing_cli(model_npz, tmp_path):
     truth = dict(zip(names, logits.argmax(1)))          # the model is right on every atk1 image
     (tmp_path / "labels.txt").write_text("".join("%s,%d\n" % kv for kv in truth.items()))
     eval_py("--load", model_npz, "--labels", tmp_path / "labels.txt", "--all-or-nothing", tmp_path / "atk1",
-            tmp_path / "atk2", "--json-out", tmp_path / "aon.json", "--quiet")
+            tmp_path / "atk2", "--json-out", tmp_path / "aon.json", "--per-image", tmp_path / "aon.npz", "--quiet")
     res = json.loads((tmp_path / "aon.json").read_text())["all_or_nothing"]
     assert res["num_images"] == 4
     assert res["per_attacker_accuracy"]["atk1"] == 1.0
     assert res["all_or_nothing_accuracy"] == pytest.approx(3 / 4)   # b_gray is missing for atk2
+    # every image's outcome, in filename order, so two models can be paired on the same images
+    labels, per_image = evaluation.load_per_image(str(tmp_path / "aon.npz"))
+    order = sorted(truth)
+    np.testing.assert_array_equal(labels, [truth[n] for n in order])
+    assert set(per_image) == {("top1_error", n) for n in ("atk1", "atk2", evaluation.ALL_OR_NOTHING)}
+    np.testing.assert_array_equal(per_image[("top1_error", "atk2")], [n == "b_gray.png" for n in order])
+    np.testing.assert_array_equal(per_image[("top1_error", evaluation.ALL_OR_NOTHING)],
+                                  per_image[("top1_error", "atk1")] | per_image[("top1_error", "atk2")])
+    assert 1 - per_image[("top1_error", evaluation.ALL_OR_NOTHING)].mean() == res["all_or_nothing_accuracy"]
+
+
+def test_all_or_nothing_per_image_on_a_hand_made_case():
+    truth = {"x": 1, "y": 2, "z": 3}
+    preds = {"atk1": {"x": 1, "y": 2, "z": 0}, "atk2": {"x": 1, "y": 5, "z": 3}, "atk3": {"x": 1, "y": 2}}
+    names, labels, correct, all_correct = evaluation.all_or_nothing_per_image(truth, preds)
+    assert names == ["x", "y", "z"] and list(labels) == [1, 2, 3]
+    assert [list(correct[a]) for a in ("atk1", "atk2", "atk3")] == [[True, True, False], [True, False, True],
+                                                                   [True, True, False]]
+    assert list(all_correct) == [True, False, False]
 
 
 @pytest.mark.parametrize("epsilon", [16.0, 25.5, 51.0])
@@ -217,7 +236,7 @@ def test_per_image_results_add_up_and_match_the_clean_predictions(model_npz, tmp
 
 def test_per_image_is_refused_where_it_cannot_apply(model_npz, tmp_path):
     r = eval_py("--load", model_npz, "--eval-directory", tmp_path, "--per-image", tmp_path / "p.npz", check=False)
-    assert r.returncode == 2 and "--per-image is for white-box evaluation" in r.stdout, r.stdout
+    assert r.returncode == 2 and "--per-image is for white-box or --all-or-nothing evaluation" in r.stdout, r.stdout
     assert not (tmp_path / "p.npz").exists()
 
 

@@ -554,6 +554,13 @@ def test_tiny_suite_runs_resumes_and_writes_the_page(tmp_path):
     bb = json.loads((out / "eval" / "nonlocal" / "seed1" / "black-box.json").read_text())["all_or_nothing"]
     assert len(bb["per_attacker_accuracy"]) == 2 and bb["num_images"] == 32
     assert bb["all_or_nothing_accuracy"] <= min(bb["per_attacker_accuracy"].values()) + 1e-9
+    # the black-box evaluation kept every image's outcome too, so Table 2's claims pair models
+    from fdenoise.evaluation import ALL_OR_NOTHING
+    assert report.ALL_OR_NOTHING == ALL_OR_NOTHING
+    rows = report.collect(str(out), BUDGETS["tiny"], select_variants(["baseline", "nonlocal"]))
+    labels, correct = rows["nonlocal"].per_image_correct("all_or_nothing", 1)
+    assert len(labels) == 32 and correct.mean() == pytest.approx(bb["all_or_nothing_accuracy"])
+    assert rows["baseline"].paired("all_or_nothing", "all_or_nothing", 1) is not None
     crafted = sorted(os.listdir(out / "transfer" / "pgd10-targeted" / "pgd10"))
     assert len(crafted) == 32 and crafted[0] == "000000.png"
     noise = json.loads((out / "features" / "features.json").read_text())["relative_perturbation"]
