@@ -888,7 +888,9 @@ directory; rerunning it regenerates this page, the tables and the figures.
 {per_image}- Black-box (Sec. 6.2): {n_transfer} transfer attacks crafted white-box on a separately trained baseline
   (seed 101) on the first {bb_images} test images: {transfer_list}. "2eps" is twice the training
   epsilon, as in the CAAD setting (32 against models trained at 16). All-or-nothing: an image
-  counts only if every one of its adversarial versions is classified correctly.
+  counts only if every one of its adversarial versions is classified correctly. Every model sees
+  the same transfer images, so its per-image outcomes (kept beside its result) pair the Table 2
+  comparisons like the white-box ones.
 
 ## Which of the paper's claims hold at this scale
 
@@ -966,9 +968,8 @@ same quantity right after the denoising operation of that stage.
 
 Seconds per job as the machine was at the time (timings.json): a job that failed and ran again
 counts in full, one cut short by stopping the suite does not count, and jobs that shared the
-machine with other work took longer. The 3x3 median filter is the costliest op per step here
-(its gradient has since been made cheaper, commit 0b3d273; `python -m bench.run` measures by how
-much, in its section "Median filter gradient (ablation)"; the jobs above ran before that).
+machine with other work took longer. Each op's cost per step on a quiet machine is in
+docs/PERFORMANCE.md (`python -m bench.run`).
 
 {cost}
 """
