@@ -20,12 +20,6 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 
-def machine():
-    from bench.run import machine_info
-    info = machine_info()
-    return "%d-core %s (%s), no GPU" % (info.get("cores") or 0, info.get("cpu", "unknown CPU"), info["platform"])
-
-
 def main(argv=None):
     from experiments.suite import BUDGETS, select_variants
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -55,7 +49,8 @@ def main(argv=None):
     from data.fashion_mnist import is_fashion_mnist_dir
     from experiments.report import write_report
     from bench.run import git_commit
-    from experiments.runner import Layout, backfill_per_image, check_budget, load_json, plan_jobs, run_all
+    from experiments.runner import (Layout, backfill_per_image, check_budget, load_json, machine_label,
+                                    machines_summary, plan_jobs, run_all)
 
     try:
         variants = select_variants([v for v in (args.variants or "").split(",") if v])
@@ -105,7 +100,8 @@ def main(argv=None):
     meta = {"command": re.sub(r" --report-only| --jobs-commit \S+", "", argv_shown),
             "commit": "jobs run by commit `%s`, page by commit `%s`" % (args.jobs_commit, commit)
             if args.jobs_commit else "commit `%s`" % commit,
-            "machine": machine(),
+            # the machines that ran the jobs (recorded per job), else this one
+            "machine": machines_summary(layout) or machine_label(),
             "wall": "%.1f CPU-machine hours (%.0f s)" % (wall / 3600, wall),
             "date": time.strftime("%Y-%m-%d")}
     # The page reads every seed on disk: `--seeds 2` continues a suite, it does not hide seed 1.

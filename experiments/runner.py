@@ -137,6 +137,10 @@ class Layout:
     def timings(self):
         return os.path.join(self.out, "timings.json")
 
+    def machines(self):
+        """{job: the machine that last ran it (``machine_label``)}."""
+        return os.path.join(self.out, "machines.json")
+
     def budget_file(self):
         return os.path.join(self.out, "budget.json")
 
@@ -192,6 +196,32 @@ def matched_groups(budget):
         if shorter:
             groups.append((limit, shorter))
     return groups
+
+
+def machine_label():
+    """This machine in one line: cores, CPU model and the vector instructions that set
+    TensorFlow's CPU speed (the same model name comes with and without AVX-512)."""
+    from bench.run import machine_info
+    info = machine_info()
+    flags = info.get("cpu_flags")
+    return "%d-core %s%s, no GPU" % (info.get("cores") or 0, info.get("cpu", "unknown CPU"),
+                                     " (%s)" % " ".join(flags) if flags else "")
+
+
+def machines_summary(layout):
+    """'<machine>' if one machine ran every recorded job, else '<machine> (N jobs, H h), ...'
+    by hours; None before any job recorded its machine (an older runner's directory)."""
+    machines, timings = load_json(layout.machines(), {}), load_json(layout.timings(), {})
+    if not machines:
+        return None
+    hours, jobs = {}, {}
+    for name, label in machines.items():
+        hours[label] = hours.get(label, 0.0) + timings.get(name, 0.0) / 3600
+        jobs[label] = jobs.get(label, 0) + 1
+    if len(hours) == 1:
+        return next(iter(hours))
+    return ", ".join("%s (%d job%s, %.1f h)" % (label, jobs[label], "s"[:jobs[label] != 1], hours[label])
+                     for label in sorted(hours, key=hours.get, reverse=True))
 
 
 def plan_jobs(variants, budget, layout, data, python=sys.executable):
@@ -311,6 +341,11 @@ def run_job(job, layout, env=None):
     timings = load_json(layout.timings(), {})
     timings[job.name] = timings.get(job.name, 0.0) + elapsed
     write_json(layout.timings(), timings)
+    # A CPU run of the suite can span machines (it resumes wherever its directory is): the page
+    # says which machine ran how much, since the timings mean nothing without it.
+    machines = load_json(layout.machines(), {})
+    machines[job.name] = machine_label()
+    write_json(layout.machines(), machines)
     if code == 0 and os.path.exists(job.done_file) and os.path.getmtime(job.done_file) >= start - 1:
         if job.needs:
             job.record_inputs()

@@ -570,6 +570,9 @@ def test_tiny_suite_runs_resumes_and_writes_the_page(tmp_path):
     second = run(argv, timeout=300)
     assert second.returncode == 0, second.stdout[-3000:]
     assert "19 of 19 jobs already finished; 0 to run" in second.stdout
+    machines = json.loads((out / "machines.json").read_text())
+    assert set(machines) == set(json.loads((out / "timings.json").read_text())) and len(machines) == 19
+    assert "on %s;" % next(iter(machines.values())) in page
     assert "(1/" not in second.stdout
     # An older runner's results without per-image files get them by rerunning the evaluation,
     # kept only where the rerun reproduces the recorded numbers.
@@ -640,3 +643,18 @@ def test_longest_attack_claim_compares_nonlocal_with_baseline():
 
     assert verdict([0.85, 0.86]) == "yes"
     assert verdict([0.62, 0.63]) == "not significant"      # 1.5 points on 100 images: noise
+
+
+def test_the_page_names_the_machines_that_ran_the_jobs(tmp_path):
+    """A run resumed on another machine: the page lists each machine with its jobs and hours
+    (timings.json), the one that ran most first; one machine is named alone."""
+    from experiments.runner import Layout, machine_label, machines_summary, write_json
+    layout = Layout(str(tmp_path))
+    assert machines_summary(layout) is None
+    write_json(layout.timings(), {"a": 3600.0, "b": 1800.0, "c": 9000.0})
+    write_json(layout.machines(), {"a": "m1", "b": "m1"})
+    assert machines_summary(layout) == "m1"
+    write_json(layout.machines(), {"a": "m1", "b": "m1", "c": "m2"})
+    assert machines_summary(layout) == "m2 (1 job, 2.5 h), m1 (2 jobs, 1.5 h)"
+    label = machine_label()
+    assert label.startswith("%d-core " % os.cpu_count()) and label.endswith(", no GPU")
