@@ -566,13 +566,16 @@ def test_tiny_suite_runs_resumes_and_writes_the_page(tmp_path):
     noise = json.loads((out / "features" / "features.json").read_text())["relative_perturbation"]
     assert set(noise) == {"baseline", "clean-baseline", "nonlocal"}
     assert "res3/denoise/denoised" in noise["nonlocal"] and "res3/denoise/denoised" not in noise["baseline"]
-    # Started again: nothing reruns, the page is regenerated.
+    # Started again: nothing reruns, the page is regenerated, and links an earlier run's page.
+    (docs / "archive").mkdir()
+    (docs / "archive" / "RESULTS-first-run.md").write_text("# an earlier run\n")
     second = run(argv, timeout=300)
     assert second.returncode == 0, second.stdout[-3000:]
     assert "19 of 19 jobs already finished; 0 to run" in second.stdout
     machines = json.loads((out / "machines.json").read_text())
     assert set(machines) == set(json.loads((out / "timings.json").read_text())) and len(machines) == 19
     assert "on %s;" % next(iter(machines.values())) in page
+    assert "kept for comparison: [RESULTS-first-run](archive/RESULTS-first-run.md)." in (docs / "RESULTS.md").read_text()
     assert "(1/" not in second.stdout
     # An older runner's results without per-image files get them by rerunning the evaluation,
     # kept only where the rerun reproduces the recorded numbers.
