@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 
-from .runner import Layout, diverged_file, load_json, matched_groups, white_box_groups
+from .runner import REPO, Layout, diverged_file, load_json, matched_groups, white_box_groups
 from .suite import SOURCE, SOURCE_SEED, VARIANTS
 
 Z95 = 1.96
@@ -834,8 +834,7 @@ def write_report(out, budget, docs, meta, progress_line):
             elif os.path.exists(src):
                 shutil.copyfile(src, os.path.join(figures, name))
     found = claims(rows, budget)
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    inside = os.path.relpath(os.path.abspath(out), repo)
+    inside = os.path.relpath(os.path.abspath(out), REPO)
     out_shown = "" if inside.startswith("..") else " (`%s` in the repository)" % inside
     # earlier runs of the suite kept beside the page (docs/archive), for comparison
     archive = os.path.join(docs, "archive")
