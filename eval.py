@@ -34,7 +34,9 @@ def parse_args(argv=None):
     g.add_argument("--attack-iter", type=iteration_list, default="0,10",
                    help="comma-separated iteration counts, each evaluated (0 = clean)")
     g.add_argument("--restarts", type=positive_int, default=1, help="random restarts, keeping the best per image")
-    g.add_argument("--seed", type=nonnegative_int, default=None)
+    g.add_argument("--seed", type=nonnegative_int, default=0,
+                   help="seed of every image's target class and random start: the draws depend only on it "
+                        "and the image, so results do not change with --batch, the order or the number of ranks")
     g = p.add_argument_group("output")
     g.add_argument("--json-out", default=None, help="write the results as JSON")
     g.add_argument("--plot-out", default=None, help="robustness curve (PNG) when several strengths are given")
@@ -214,7 +216,8 @@ def main(argv=None):
             for n in iters:
                 name = "clean" if n == 0 else "%s%d" % (args.attack, n)
                 attackers[name] = attacker_from_args(args, dataset, n, restarts=args.restarts if n else 1,
-                                                     seed=args.seed, precision_flags=True)
+                                                     seed=args.seed, per_image_seed=args.seed,
+                                                     precision_flags=True)
                 iters_by_name[name] = n
             source = datasets.open_dataset(dataset, args.data, fake=args.fake)
             batch = args.batch or (50 if dataset == "imagenet" else 250)

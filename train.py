@@ -107,11 +107,13 @@ def main(argv=None):
         # --attack-precision/--attack-xla: the training attack only; evaluations stay fp32
         train_attacker = attacker_from_args(args, dataset, attack_iter, args.prob_start_from_clean,
                                             seed=args.seed, precision_flags=True)
-        evals = [EvalPlan("clean" if n == 0 else "pgd%d" % n, attacker_from_args(args, dataset, n))
+        # Evaluations draw targets and starts per image from seed 0 (eval.py's default), so
+        # every epoch and every run is measured against the same targets.
+        evals = [EvalPlan("clean" if n == 0 else "pgd%d" % n, attacker_from_args(args, dataset, n, per_image_seed=0))
                  for n in sorted({int(x) for x in args.eval_attack_iters.split(",") if x.strip()})]
         if args.eval_long_attack_iter:
             evals.append(EvalPlan("pgd%d" % args.eval_long_attack_iter,
-                                  attacker_from_args(args, dataset, args.eval_long_attack_iter),
+                                  attacker_from_args(args, dataset, args.eval_long_attack_iter, per_image_seed=0),
                                   every=args.eval_long_every, last=args.eval_long_last))
         total_batch = batch * size
         steps = args.steps_per_epoch or max(1, source.num_train // total_batch)

@@ -55,8 +55,9 @@ class NoAttack(Attacker):
     """The clean image (``--attack-iter 0``)."""
     name = "clean"
 
-    def __init__(self, targeted=True, seed=None, **kw):
-        super().__init__(epsilon=0.0, step_size=1.0, num_iter=0, targeted=targeted, seed=seed)
+    def __init__(self, targeted=True, seed=None, per_image_seed=None, **kw):
+        super().__init__(epsilon=0.0, step_size=1.0, num_iter=0, targeted=targeted, seed=seed,
+                         per_image_seed=per_image_seed)
 
     def describe(self):
         return "clean"
@@ -88,15 +89,14 @@ class RestartAttacker:
         return tf.cast(success, tf.float32) * 1e6 + self.base.objective(logits, label, target)
 
     def attack(self, clean, label, model_fn, num_classes):
-        from .base import sample_targets
         base = self.base
         if self.restarts == 1 or not base.uses_random_start:
             return base.attack(clean, label, model_fn, num_classes)
         with tf.name_scope(base.name + "_restarts"):
-            target = sample_targets(label, num_classes, base.seed) if self.targeted else label
+            target = base.targets(clean, label, num_classes)
 
             def body(r, best_adv, best_score):
-                adv = base.perturb(clean, label, target, model_fn)
+                adv = base.perturb(clean, label, target, model_fn, restart=r)
                 score = self._score(adv, label, target, model_fn)
                 better = score > best_score
                 keep = tf.reshape(better, [-1, 1, 1, 1])
@@ -119,13 +119,14 @@ ATTACKERS = {
 
 
 def make_attacker(kind="pgd", num_iter=10, epsilon=16.0, step_size=1.0, targeted=True, loss="xent",
-                  prob_start_from_clean=0.0, restarts=1, seed=None, precision="fp32", loss_scale=None, xla=False):
+                  prob_start_from_clean=0.0, restarts=1, seed=None, precision="fp32", loss_scale=None, xla=False,
+                  per_image_seed=None):
     """The attacker for a command line: ``num_iter == 0`` is the clean evaluation.
     ``precision``, ``loss_scale``, ``xla``: the attack iterations (attacks/precision.py)."""
     if kind not in ATTACKERS:
         raise AttackError("unknown attack %r; valid: %s" % (kind, ", ".join(ATTACKERS)))
     if num_iter == 0:
-        return NoAttack(targeted=targeted, seed=seed)
+        return NoAttack(targeted=targeted, seed=seed, per_image_seed=per_image_seed)
     if num_iter < 0:
         raise AttackError("attack iterations must be >= 0, got %d" % num_iter)
     if step_size is not None and epsilon > 0 and step_size > epsilon:
@@ -133,7 +134,7 @@ def make_attacker(kind="pgd", num_iter=10, epsilon=16.0, step_size=1.0, targeted
             step_size, epsilon))
     attacker = ATTACKERS[kind](epsilon=epsilon, step_size=step_size, num_iter=num_iter, targeted=targeted,
                                loss=loss, prob_start_from_clean=prob_start_from_clean, seed=seed,
-                               precision=precision, loss_scale=loss_scale, xla=xla)
+                               precision=precision, loss_scale=loss_scale, xla=xla, per_image_seed=per_image_seed)
     if restarts != 1:
         return RestartAttacker(attacker, restarts)
     return attacker

@@ -39,6 +39,28 @@ def sample_targets(label, num_classes, seed=None):
     return tf.math.floormod(label + offset, num_classes)
 
 
+# Streams of the per-image draws: one per use, so a target and a start never share bits.
+TARGET_STREAM, START_STREAM, FROM_CLEAN_STREAM = 0, 1, 2
+
+
+def image_keys(clean):
+    """[B] int64: a fingerprint of each image's content (farmhash of its bytes). Keying the
+    draws of an evaluation by content, not by position, makes them independent of the batch
+    size, the order, skipped files and the number of Horovod ranks."""
+    return tf.bitcast(tf.fingerprint(clean), tf.int64)
+
+
+def per_image_uniform(keys, seed, stream, shape, minval, maxval, dtype=tf.float32):
+    """One stateless uniform draw of ``shape`` per image, a function of (``seed``,
+    ``stream``, the image's key) only. ``stream`` may be a tensor (a restart's number)."""
+    first = tf.cast(seed, tf.int64) * 1000003 + tf.cast(stream, tf.int64)
+
+    def draw(key):
+        return tf.random.stateless_uniform(shape, tf.stack([first, key]), minval=minval, maxval=maxval,
+                                           dtype=dtype)
+    return tf.map_fn(draw, keys, fn_output_signature=dtype, name="per_image_draw")
+
+
 class Attacker:
     """Base class. Subclasses override the verbs they change.
 
@@ -50,7 +72,12 @@ class Attacker:
         loss: 'xent' (the paper) or 'cw' (Carlini-Wagner margin on the logits).
         prob_start_from_clean: Sec. 5: "20% of training batches use clean images to initialize
             PGD, and 80% use random points within the allowed epsilon"; drawn per batch.
-        seed: graph-level op seed for the random start and the targets.
+        seed: graph-level op seed for the random start and the targets (stateful draws per
+            batch: training, where every step needs fresh ones).
+        per_image_seed: evaluation: draw each image's target and random start from this seed
+            and the image's content (stateless), so a figure does not depend on ``--batch``,
+            the image order or the number of ranks, and every model and attack strength sees
+            the same target for the same image. ``None``: the stateful draws above.
         precision: 'fp32' (default), 'fp16' or 'bf16': the network of the attack iterations
             runs in that precision on the same float32 variables (attacks/precision.py).
         loss_scale: fp16's per-image loss-scaling target (None: 2^10 for fp16, none otherwise;
@@ -61,7 +88,8 @@ class Attacker:
     uses_random_start = True
 
     def __init__(self, epsilon=16.0, step_size=1.0, num_iter=10, targeted=True, loss="xent",
-                 prob_start_from_clean=0.0, seed=None, precision="fp32", loss_scale=None, xla=False):
+                 prob_start_from_clean=0.0, seed=None, precision="fp32", loss_scale=None, xla=False,
+                 per_image_seed=None):
         if epsilon < 0:
             raise AttackError("attack epsilon must be >= 0 (0..255 scale), got %g" % epsilon)
         if num_iter < 0:
@@ -79,6 +107,9 @@ class Attacker:
         self.loss = loss
         self.prob_start_from_clean = float(prob_start_from_clean)
         self.seed = seed
+        if per_image_seed is not None and not (isinstance(per_image_seed, int) and per_image_seed >= 0):
+            raise AttackError("the per-image seed must be an integer >= 0, got %r" % (per_image_seed,))
+        self.per_image_seed = per_image_seed
         if precision not in PRECISIONS:
             raise AttackError("unknown attack precision %r; valid: %s" % (precision, ", ".join(PRECISIONS)))
         if loss_scale is not None and not loss_scale >= 0:
@@ -109,11 +140,32 @@ class Attacker:
             "targeted" if self.targeted else "untargeted", self.loss, extra)
 
     # ---- the three verbs ----
-    def random_start(self, clean):
+    def targets(self, clean, label, num_classes):
+        """The target class of each image (Sec. 6: uniform among the other classes), or the
+        true label for an untargeted attack."""
+        if not self.targeted:
+            return label
+        if self.per_image_seed is None:
+            return sample_targets(label, num_classes, self.seed)
+        offset = per_image_uniform(image_keys(clean), self.per_image_seed, TARGET_STREAM, [], 1, num_classes,
+                                   tf.int32)
+        return tf.math.floormod(label + offset, num_classes)
+
+    def random_start(self, clean, restart=0):
         """Uniform in the epsilon ball (Madry et al.), or the clean image with probability
-        ``prob_start_from_clean`` for the whole batch (Sec. 5)."""
+        ``prob_start_from_clean`` (Sec. 5; for the whole batch, or per image with
+        ``per_image_seed``). ``restart`` numbers the starts of a restarted attack."""
         if not self.uses_random_start or self.eps == 0:
             return clean
+        if self.per_image_seed is not None:
+            keys = image_keys(clean)
+            stream = START_STREAM + 3 * tf.cast(restart, tf.int64)
+            noise = per_image_uniform(keys, self.per_image_seed, stream, tf.shape(clean)[1:], -self.eps, self.eps)
+            if self.prob_start_from_clean > 0:
+                u = per_image_uniform(keys, self.per_image_seed, FROM_CLEAN_STREAM + 3 * tf.cast(restart, tf.int64),
+                                      [], 0.0, 1.0)
+                noise = noise * tf.reshape(tf.cast(u >= self.prob_start_from_clean, noise.dtype), [-1, 1, 1, 1])
+            return self.project(clean + noise, clean)
         noise = tf.random.uniform(tf.shape(clean), -self.eps, self.eps, seed=self.seed)
         if self.prob_start_from_clean > 0:
             from_clean = tf.random.uniform([], seed=None if self.seed is None else self.seed + 1) \
@@ -151,11 +203,12 @@ class Attacker:
             return scaled_input_gradient(obj, logits, adv, self.loss_scale, backoff)
         return zero_non_finite(tf.gradients(tf.reduce_sum(obj), adv)[0])[0], backoff
 
-    def perturb(self, clean, label, target, model_fn):
-        """One run of the attack from one start; returns the adversarial images."""
+    def perturb(self, clean, label, target, model_fn, restart=0):
+        """One run of the attack from one start (``restart``: which); returns the
+        adversarial images."""
         if self.num_iter == 0 or self.eps == 0:
             return clean
-        adv0 = self.random_start(clean)
+        adv0 = self.random_start(clean, restart)
 
         def body(i, adv, state, backoff):
             # XLA: every op of the iteration carries _XlaCompile (graph mode's jit_scope; the
@@ -179,6 +232,6 @@ class Attacker:
         ``model_fn(images) -> logits`` must reuse existing variables with BN in inference
         mode (nets are built once outside the loop by the caller)."""
         with tf.name_scope(self.name):
-            target = sample_targets(label, num_classes, self.seed) if self.targeted else label
+            target = self.targets(clean, label, num_classes)
             adv = self.perturb(clean, label, target, model_fn)
             return tf.stop_gradient(adv), target

@@ -161,8 +161,7 @@ def complexity(params):
 def _unrolled_attack(attacker, clean, label, model_fn, num_classes):
     """The attack of ``attacks.base.Attacker.perturb`` with its K steps unrolled in the
     graph instead of a ``tf.while_loop`` (same verbs, same work)."""
-    from attacks.base import sample_targets
-    target = sample_targets(label, num_classes, attacker.seed)
+    target = attacker.targets(clean, label, num_classes)
     adv = attacker.random_start(clean)
     state = attacker.init_state(clean)
     for _ in range(attacker.num_iter):

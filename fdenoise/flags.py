@@ -157,9 +157,10 @@ def arch_from_args(args, dataset, image_size=None, num_classes=None, image_chann
 
 
 def attacker_from_args(args, dataset, num_iter, prob_start_from_clean=0.0, restarts=1, seed=None,
-                       precision_flags=False):
+                       precision_flags=False, per_image_seed=None):
     """``precision_flags``: apply --attack-precision/--attack-loss-scale/--attack-xla (train.py's
-    training attacker, eval.py's attackers); otherwise an fp32 attack without XLA."""
+    training attacker, eval.py's attackers); otherwise an fp32 attack without XLA.
+    ``per_image_seed``: evaluations' stateless per-image draws (attacks.base.Attacker)."""
     defaults = DATASET_DEFAULTS[dataset]
     if args.attack_loss_scale is not None and args.attack_precision != "fp16":
         raise FlagError("--attack-loss-scale applies to fp16 attacks only (bf16 has float32's range): add "
@@ -172,7 +173,8 @@ def attacker_from_args(args, dataset, num_iter, prob_start_from_clean=0.0, resta
         check_step_size(args.attack_step_size, step, eps, dataset)
     return make_attacker(args.attack, num_iter=num_iter, epsilon=eps, step_size=step,
                          targeted=not args.untargeted, loss=args.attack_loss,
-                         prob_start_from_clean=prob_start_from_clean, restarts=restarts, seed=seed, **fast)
+                         prob_start_from_clean=prob_start_from_clean, restarts=restarts, seed=seed,
+                         per_image_seed=per_image_seed, **fast)
 
 
 def check_step_size(given, step, eps, dataset):

@@ -56,6 +56,10 @@ ALL_ATTACKERS = [
     lambda: MIFGSMAttacker(16, 2, 8),
     lambda: MIFGSMAttacker(16, 2, 8, targeted=False),
     lambda: RestartAttacker(PGDAttacker(16, 2, 4), 3),
+    # evaluation's stateless per-image draws
+    lambda: PGDAttacker(16, 1, 10, per_image_seed=0),
+    lambda: PGDAttacker(40, 4, 5, prob_start_from_clean=0.5, per_image_seed=1),
+    lambda: RestartAttacker(PGDAttacker(16, 2, 4, per_image_seed=2), 3),
 ]
 
 
@@ -165,6 +169,77 @@ def test_fixed_seed_gives_the_same_adversarial_images():
     np.testing.assert_array_equal(t1, t2)
     a3, _, _ = run_attack(PGDAttacker(16, 1, 5, seed=8), clean, labels, random_dense_model(), seed=3)
     assert not np.array_equal(a1, a3)
+
+
+def _attack_in_batches(attacker, clean, labels, splits, model_fn, seed=3):
+    """The adversarial images and targets of ``clean`` attacked in separate runs, one per
+    batch of ``splits`` (index arrays), put back in the images' order."""
+    adv, target = np.zeros_like(clean), np.zeros_like(labels)
+    for idx in splits:
+        a, t, _ = run_attack(attacker, clean[idx], labels[idx], model_fn, seed=seed)
+        adv[idx], target[idx] = a, t
+    return adv, target
+
+
+def test_per_image_draws_do_not_depend_on_batch_or_order():
+    """Evaluation: an image's target and random start are functions of the seed and the
+    image alone, so the same image gets the same attack in any batch, order or rank."""
+    clean, labels = random_images(n=12, seed=4)
+    model = random_dense_model(2)
+    whole = [np.arange(12)]
+    pieces = [np.array([11, 3, 7, 0, 5]), np.array([9, 1]), np.array([10, 2, 8, 6, 4])]
+    make = lambda: PGDAttacker(16, 1, 5, per_image_seed=3)      # noqa: E731
+    a1, t1 = _attack_in_batches(make(), clean, labels, whole, model)
+    a2, t2 = _attack_in_batches(make(), clean, labels, pieces, model, seed=99)   # graph seed: unused
+    np.testing.assert_array_equal(t1, t2)
+    np.testing.assert_allclose(a1, a2, atol=1e-6)
+    # the stateful draws of training depend on the batch: the property above is not free
+    s1, u1 = _attack_in_batches(PGDAttacker(16, 1, 5, seed=3), clean, labels, whole, model)
+    s2, u2 = _attack_in_batches(PGDAttacker(16, 1, 5, seed=3), clean, labels, pieces, model)
+    assert not np.array_equal(u1, u2) or not np.allclose(s1, s2)
+    # another seed, other draws; an image repeated in a batch gets the same draws twice
+    a3, t3 = _attack_in_batches(PGDAttacker(16, 1, 5, per_image_seed=4), clean, labels, whole, model)
+    assert not np.array_equal(t1, t3) and not np.allclose(a1, a3)
+    twice, _ = _attack_in_batches(make(), np.concatenate([clean[:1]] * 2), labels[[0, 0]], [np.arange(2)], model)
+    np.testing.assert_array_equal(twice[0], twice[1])
+
+
+def test_per_image_targets_are_uniform_over_the_other_classes():
+    n = 400 * K
+    clean, _ = random_images(n=n, seed=5)
+    labels = np.repeat(np.arange(K, dtype=np.int32), 400)
+    g = tf.Graph()
+    with g.as_default(), tfv1.Session() as sess:
+        t = sess.run(PGDAttacker(16, 1, 5, per_image_seed=0).targets(tf.constant(clean), tf.constant(labels), K))
+    assert np.all(t != labels)
+    counts = np.zeros((K, K))
+    np.add.at(counts, (labels, t), 1)
+    off_diag = counts[~np.eye(K, dtype=bool)]
+    expected = 400 / (K - 1)
+    assert off_diag.min() > 0
+    chi2 = ((off_diag - expected) ** 2 / expected).sum()
+    assert chi2 < 150, chi2                         # dof = 90; p(chi2 > 150) ~ 1e-4
+
+
+def test_per_image_starts_fill_the_ball_and_differ_per_restart():
+    attacker = PGDAttacker(16, 1, 30, prob_start_from_clean=0.2, per_image_seed=0)
+    clean, _ = random_images(n=2000, seed=6)
+    clean = np.clip(clean, -0.5, 0.5)               # no clipping at the range's edges
+    g = tf.Graph()
+    with g.as_default(), tfv1.Session() as sess:
+        x = tf.constant(clean)
+        first, second = sess.run([attacker.random_start(x, 0), attacker.random_start(x, tf.constant(1))])
+        again = sess.run(attacker.random_start(x, 0))
+    np.testing.assert_array_equal(first, again)
+    delta, delta2 = first - clean, second - clean
+    from_clean = np.all(delta == 0, axis=(1, 2, 3))
+    assert abs(from_clean.mean() - 0.2) < 0.04, from_clean.mean()      # per image, Sec. 5's 20%
+    moved = delta[~from_clean].ravel()
+    assert np.abs(moved).max() <= attacker.eps + 1e-6
+    assert moved.min() < -0.95 * attacker.eps and moved.max() > 0.95 * attacker.eps
+    assert abs(moved.mean()) < 0.02 * attacker.eps                      # centred
+    both = ~from_clean & ~np.all(delta2 == 0, axis=(1, 2, 3))
+    assert both.sum() > 1000 and not np.any(np.all(delta[both] == delta2[both], axis=(1, 2, 3)))
 
 
 def test_restarts_keep_the_most_successful_start():

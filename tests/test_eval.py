@@ -86,18 +86,26 @@ def test_a_checkpoint_that_does_not_fit_fails_with_the_list(model_npz, tmp_path,
 
 
 def test_distributed_evaluation_equals_a_single_process(model_npz, tmp_path):
-    # clean and untargeted FGSM are deterministic, so the two runs must agree exactly
-    args = ["--load", model_npz, "--data", FMNIST, "--attack", "fgsm", "--untargeted", "--attack-iter", "0,1",
-            "--limit", "50", "--batch", "8", "--quiet"]
-    eval_py(*args, "--json-out", tmp_path / "one.json")
-    horovodrun(2, [REPO / "eval.py"] + args + ["--json-out", tmp_path / "two.json"], timeout=600)
+    """Targeted PGD with a random start: the targets and starts are drawn per image from
+    --seed and the image, so two ranks with another --batch give one process's figures."""
+    args = ["--load", model_npz, "--data", FMNIST, "--attack", "pgd", "--attack-iter", "0,2", "--limit", "50",
+            "--quiet"]
+    eval_py(*args, "--batch", "8", "--json-out", tmp_path / "one.json", "--per-image", tmp_path / "one.npz")
+    horovodrun(2, [REPO / "eval.py"] + args + ["--batch", "5", "--json-out", tmp_path / "two.json"], timeout=600)
     one = json.loads((tmp_path / "one.json").read_text())["white_box"]
     two = json.loads((tmp_path / "two.json").read_text())["white_box"]
     assert json.loads((tmp_path / "two.json").read_text())["workers"] == 2
-    for name in ("clean", "fgsm1"):
+    for name in ("clean", "pgd2"):
         assert two[name]["num_images"] == 50
         for m in ("top1_error", "top5_error", "attack_success"):
             assert two[name][m] == pytest.approx(one[name][m], abs=1e-12), (name, m)
+    # the attack did something, and another --seed draws other targets
+    assert one["pgd2"]["top1_error"] > one["clean"]["top1_error"] or one["pgd2"]["attack_success"] > 0
+    eval_py(*args, "--batch", "8", "--seed", "1", "--per-image", tmp_path / "seed1.npz")
+    _, seed0 = evaluation.load_per_image(str(tmp_path / "one.npz"))
+    _, seed1 = evaluation.load_per_image(str(tmp_path / "seed1.npz"))
+    assert not np.array_equal(seed0[("attack_success", "clean")], seed1[("attack_success", "clean")]) or \
+        not np.array_equal(seed0[("top1_error", "pgd2")], seed1[("top1_error", "pgd2")])
 
 
 def _write_images(directory):
