@@ -135,6 +135,7 @@ class Attacker:
         extra = "" if self.precision == "fp32" else ", %s" % self.precision
         extra += ", loss_scale=%g" % self.loss_scale if self.loss_scale else ""
         extra += ", xla" if self.xla else ""
+        extra += ", per-image seed=%d" % self.per_image_seed if self.per_image_seed is not None else ""
         return "%s(eps=%g, step=%g, iter=%d, %s, loss=%s%s)" % (
             self.name, self.epsilon, self.step / PIXEL_SCALE, self.num_iter,
             "targeted" if self.targeted else "untargeted", self.loss, extra)

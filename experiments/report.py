@@ -816,6 +816,26 @@ def block_usage_table(out, budget, variants=VARIANTS):
                       "backbone residual branches (mean abs gamma)", "seeds"], table)
 
 
+def draws_note(out):
+    """How the evaluations on disk drew their targets and random starts, from the attack
+    each result records: per image (stateless, attacks.base.Attacker's ``per_image_seed``),
+    per batch (the runner before that), or both."""
+    import glob
+    kinds = set()
+    for path in glob.glob(os.path.join(out, "eval", "*", "*", "white-box-*.json")):
+        for result in (load_json(path) or {}).get("white_box", {}).values():
+            if result.get("attack", "clean") != "clean":
+                kinds.add("per-image seed=" in result["attack"])
+    if kinds == {True}:
+        return " (each image's target and start drawn from the seed and the image: independent of the batch)"
+    if kinds == {False}:
+        return (" (targets and starts drawn per batch of eval.py's 250 images by the code of the jobs' commit, before "
+                "evaluations drew them per image)")
+    if kinds:
+        return " (some evaluations drew targets and starts per batch, newer ones per image)"
+    return ""
+
+
 def write_report(out, budget, docs, meta, progress_line):
     """Writes ``docs/RESULTS.md`` and ``docs/figures/robustness.png``; returns the claims."""
     rows = collect(out, budget)
@@ -842,7 +862,7 @@ def write_report(out, budget, docs, meta, progress_line):
     earlier = ("\nEarlier runs of the suite, kept for comparison: %s." % ", ".join(
         "[%s](archive/%s)" % (n[:-3], n) for n in earlier)) if earlier else ""
     text = RESULTS_TEMPLATE.format(
-        out_shown=out_shown, earlier=earlier, progress=progress_line, command=meta["command"], commit=meta["commit"], machine=meta["machine"],
+        out_shown=out_shown, earlier=earlier, progress=progress_line, draws=draws_note(out), command=meta["command"], commit=meta["commit"], machine=meta["machine"],
         wall=meta["wall"], date=meta["date"], seeds=", ".join(map(str, budget.seeds)),
         steps=budget.steps, batch=budget.batch, k=budget.train_attack_iter, eps=budget.epsilon,
         width=budget.width, bb_images=budget.black_box_images, n_transfer=len(budget.transfer_attacks()),
@@ -886,7 +906,7 @@ directory{out_shown}; rerunning it regenerates this page, the tables and the fig
   binomial interval of its test images (every seed sees the same images, so they count once),
   and [min–max over seeds]: the spread between training runs.
 {checkpoint_cuts}- White-box evaluation: targeted PGD with a random start at epsilon {eps}, step
-  max(epsilon/10, epsilon/iterations), evaluation seed 0 for every model, on {wb_sizes} (the first
+  max(epsilon/10, epsilon/iterations), evaluation seed 0 for every model{draws}, on {wb_sizes} (the first
   N test images: the same images for every model). The longer attacks run on subsets to keep
   the suite on a CPU budget (PGD-1000 on all 10,000 images would cost a hundred times the
   PGD-10 evaluation, per model), so their intervals are wider. A subset is not a random draw of

@@ -189,6 +189,7 @@ def test_per_image_draws_do_not_depend_on_batch_or_order():
     whole = [np.arange(12)]
     pieces = [np.array([11, 3, 7, 0, 5]), np.array([9, 1]), np.array([10, 2, 8, 6, 4])]
     make = lambda: PGDAttacker(16, 1, 5, per_image_seed=3)      # noqa: E731
+    assert "per-image seed=3" in make().describe()              # recorded in eval.py's JSON
     a1, t1 = _attack_in_batches(make(), clean, labels, whole, model)
     a2, t2 = _attack_in_batches(make(), clean, labels, pieces, model, seed=99)   # graph seed: unused
     np.testing.assert_array_equal(t1, t2)

@@ -536,6 +536,7 @@ def test_tiny_suite_runs_resumes_and_writes_the_page(tmp_path):
     assert "0 of 19 jobs already finished" in first.stdout
     page = (docs / "RESULTS.md").read_text()
     assert "**Complete:** all 19 jobs finished" in page
+    assert "each image's target and start drawn from the seed and the image" in page
     for fig in ("robustness.png", "feature_maps.png", "denoising_op.png", "feature_noise.png"):
         assert (docs / "figures" / fig).stat().st_size > 5000, fig
     # Table 3's clean-trained model is evaluated clean (and PGD-2), like the others.
@@ -605,6 +606,20 @@ def test_tiny_suite_runs_resumes_and_writes_the_page(tmp_path):
     # The block-usage table reads the trained nonlocal model's 4 blocks, not the baseline's.
     usage = [l for l in page.splitlines() if l.startswith("| nonlocal |") and l.count("/") == 3]
     assert len(usage) == 1 and not any(l.startswith("| baseline |") and " / " in l for l in page.splitlines())
+
+
+def test_the_page_says_how_the_evaluations_drew_targets_and_starts(tmp_path):
+    def result(model, attack):
+        path = tmp_path / "eval" / model / "seed1" / "white-box-0-10-nall.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"white_box": {"clean": {"attack": "clean"}, "pgd10": {"attack": attack}}}))
+    assert report.draws_note(str(tmp_path)) == ""
+    result("a", "pgd(eps=25.5, step=2.55, iter=10, targeted, loss=xent)")
+    assert "drawn per batch" in report.draws_note(str(tmp_path))
+    result("b", "pgd(eps=25.5, step=2.55, iter=10, targeted, loss=xent, per-image seed=0)")
+    assert "some evaluations drew targets and starts per batch, newer ones per image" in report.draws_note(str(tmp_path))
+    result("a", "pgd(eps=25.5, step=2.55, iter=10, targeted, loss=xent, per-image seed=0)")
+    assert "independent of the batch" in report.draws_note(str(tmp_path))
 
 
 def test_cost_section_compares_the_run_with_its_targets():
