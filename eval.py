@@ -43,7 +43,8 @@ def parse_args(argv=None):
     g.add_argument("--per-image", default=None, metavar="FILE.npz",
                    help="also save every image's top-1/top-5 error and attack success per attack (with "
                         "--all-or-nothing: top-1 error per attacker and all-or-nothing), for paired "
-                        "comparisons on the same images (single process only)")
+                        "comparisons on the same images (white-box also under horovodrun: rank 0 writes the file one "
+                        "process would)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("--save-adversarial", default=None, metavar="DIR",
                    help="save the adversarial images as DIR/<attack>/<index>.png with DIR/labels.txt "
@@ -139,7 +140,7 @@ def main(argv=None):
     from data.errors import DataError
     from fdenoise import checkpoint, datasets, evaluation
     from fdenoise.checkpoint import CheckpointError
-    from fdenoise.dist import rank_and_size
+    from fdenoise.dist import rank_and_size, sum_now
     from fdenoise.flags import FlagError, attacker_from_args
     from nets import SpecError
 
@@ -147,8 +148,6 @@ def main(argv=None):
         rank, size = rank_and_size()
         if args.save_adversarial and size > 1:
             raise DataError("--save-adversarial runs in one process: drop horovodrun for it")
-        if args.per_image and size > 1:
-            raise DataError("--per-image runs in one process: drop horovodrun for it")
         params, recorded = checkpoint.read_checkpoint(args.load)
         dataset = args.dataset
         black_box = args.eval_directory or args.all_or_nothing or args.export_frozen or args.export_savedmodel
@@ -160,6 +159,8 @@ def main(argv=None):
         if args.per_image and black_box and not args.all_or_nothing:
             raise DataError("--per-image is for white-box or --all-or-nothing evaluation: for black-box "
                             "predictions use --logits-file")
+        if args.per_image and black_box and size > 1:
+            raise DataError("--per-image with --all-or-nothing runs in one process: drop horovodrun for it")
         arch = resolve_arch(args, params, recorded, dataset)
         if rank == 0:
             logger.info("Architecture: %s" % arch.name)
@@ -234,8 +235,12 @@ def main(argv=None):
                 writer.close()
                 print("wrote %d adversarial images per attack to %s" % (writer.count, args.save_adversarial))
             if recorder:
+                if size > 1 and int(sum_now([data.skipped_files.num_files])[0]):
+                    raise DataError("--per-image under horovodrun cannot place the images of the unreadable "
+                                    "files named above in the images' order: rerun it in one process")
                 recorder.close()
-                print("wrote every image's results to %s" % args.per_image)
+                if rank == 0:
+                    print("wrote every image's results to %s" % args.per_image)
             out["white_box"] = results
             if rank == 0:
                 print(evaluation.format_table(results, list(attackers)))
@@ -245,7 +250,6 @@ def main(argv=None):
                     print("wrote %s" % args.plot_out)
         skipped = data.skipped_files.num_files      # unreadable images, reported and skipped (data/images.py)
         if size > 1 and not black_box:
-            from fdenoise.dist import sum_now
             skipped = int(sum_now([skipped])[0])
         out["skipped_images"] = skipped
         if skipped and rank == 0:

@@ -55,3 +55,26 @@ def sum_now(values):
         reduce = SumAcrossRanks(len(values), name="sum_now")
         with tf.compat.v1.Session(graph=graph) as sess:
             return reduce(sess, values)
+
+
+def gather_strided_rows(rows):
+    """Every rank's int32 rows [n_r, k] -> all images' rows in their global order, on every
+    rank. Ranks read strided shards (data/sharding.py: rank r holds images r, r + size, ...),
+    so row j of rank r is image r + j * size. Horovod's allgather, in a throwaway graph;
+    every rank must call it. The identity with one rank."""
+    rows = np.asarray(rows, dtype=np.int32)
+    _, size = rank_and_size()
+    if size < 2:
+        return rows
+    hvd = horovod()
+    graph = tf.Graph()
+    with graph.as_default():
+        local = tf.compat.v1.placeholder(tf.int32, [None, rows.shape[1]], name="gather_in")
+        gathered = hvd.allgather(local, name="gather_rows")
+        counts = hvd.allgather(tf.shape(local)[:1], name="gather_counts")
+        with tf.compat.v1.Session(graph=graph) as sess:
+            everything, counts = sess.run([gathered, counts], feed_dict={local: rows})
+    index = np.concatenate([r + size * np.arange(n) for r, n in enumerate(counts)])
+    out = np.empty_like(everything)
+    out[index] = everything
+    return out

@@ -157,8 +157,17 @@ class PerImageRecorder:
                 self._values[(m, n)].append(np.asarray(values).round().astype(np.uint8))
 
     def close(self):
-        arrays = {"%s/%s" % key: np.concatenate(v) if v else np.zeros(0, np.uint8) for key, v in self._values.items()}
-        arrays["labels"] = np.concatenate(self._labels) if self._labels else np.zeros(0, np.int32)
+        """Writes the file (on rank 0; under horovodrun every rank must call it, and the
+        rows of all ranks are put back in the images' order: dist.gather_strided_rows)."""
+        from .dist import gather_strided_rows, rank_and_size
+        keys = list(self._values)
+        columns = [np.concatenate(self._labels) if self._labels else np.zeros(0, np.int32)]
+        columns += [np.concatenate(self._values[k]) if self._values[k] else np.zeros(0, np.uint8) for k in keys]
+        rows = gather_strided_rows(np.stack(columns, axis=1).astype(np.int32))
+        if rank_and_size()[0] != 0:
+            return
+        arrays = {"%s/%s" % key: rows[:, i + 1].astype(np.uint8) for i, key in enumerate(keys)}
+        arrays["labels"] = rows[:, 0].astype(np.int32)
         checkpoint.atomic_write(self.path, lambda f: np.savez_compressed(f, **arrays))
 
 

@@ -91,7 +91,8 @@ def test_distributed_evaluation_equals_a_single_process(model_npz, tmp_path):
     args = ["--load", model_npz, "--data", FMNIST, "--attack", "pgd", "--attack-iter", "0,2", "--limit", "50",
             "--quiet"]
     eval_py(*args, "--batch", "8", "--json-out", tmp_path / "one.json", "--per-image", tmp_path / "one.npz")
-    horovodrun(2, [REPO / "eval.py"] + args + ["--batch", "5", "--json-out", tmp_path / "two.json"], timeout=600)
+    horovodrun(2, [REPO / "eval.py"] + args + ["--batch", "5", "--json-out", tmp_path / "two.json",
+                                               "--per-image", tmp_path / "two.npz"], timeout=600)
     one = json.loads((tmp_path / "one.json").read_text())["white_box"]
     two = json.loads((tmp_path / "two.json").read_text())["white_box"]
     assert json.loads((tmp_path / "two.json").read_text())["workers"] == 2
@@ -99,6 +100,13 @@ def test_distributed_evaluation_equals_a_single_process(model_npz, tmp_path):
         assert two[name]["num_images"] == 50
         for m in ("top1_error", "top5_error", "attack_success"):
             assert two[name][m] == pytest.approx(one[name][m], abs=1e-12), (name, m)
+    # rank 0 wrote the per-image file of one process: every image in its place
+    labels1, per_image1 = evaluation.load_per_image(str(tmp_path / "one.npz"))
+    labels2, per_image2 = evaluation.load_per_image(str(tmp_path / "two.npz"))
+    np.testing.assert_array_equal(labels2, labels1)
+    assert len(labels1) == 50 and sorted(per_image2) == sorted(per_image1)
+    for key in per_image1:
+        np.testing.assert_array_equal(per_image2[key], per_image1[key], err_msg=str(key))
     # the attack did something, and another --seed draws other targets
     assert one["pgd2"]["top1_error"] > one["clean"]["top1_error"] or one["pgd2"]["attack_success"] > 0
     eval_py(*args, "--batch", "8", "--seed", "1", "--per-image", tmp_path / "seed1.npz")
