@@ -18,7 +18,7 @@ import sys
 
 def parse_args(argv=None):
     from fdenoise.flags import (OneLineArgumentParser, add_arch_flags, add_attack_flags, iteration_list,
-                                nonnegative_int, positive_int)
+                                nonnegative_int, positive_int, seed_int)
     p = OneLineArgumentParser(description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--load", required=True, help=".npz (released or from train.py) or a TF checkpoint")
@@ -34,7 +34,7 @@ def parse_args(argv=None):
     g.add_argument("--attack-iter", type=iteration_list, default="0,10",
                    help="comma-separated iteration counts, each evaluated (0 = clean)")
     g.add_argument("--restarts", type=positive_int, default=1, help="random restarts, keeping the best per image")
-    g.add_argument("--seed", type=nonnegative_int, default=0,
+    g.add_argument("--seed", type=seed_int, default=0,
                    help="seed of every image's target class and random start: the draws depend only on it "
                         "and the image, so results do not change with --batch, the order or the number of ranks")
     g = p.add_argument_group("output")

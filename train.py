@@ -16,7 +16,7 @@ import sys
 
 def parse_args(argv=None):
     from fdenoise.flags import (OneLineArgumentParser, add_arch_flags, add_attack_flags, epoch_list, iteration_list,
-                                nonnegative_float, nonnegative_int, positive_int, probability)
+                                nonnegative_float, nonnegative_int, positive_int, probability, seed_int)
     p = OneLineArgumentParser(description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("data")
@@ -59,7 +59,7 @@ def parse_args(argv=None):
     g.add_argument("--logdir", default=None, help="default: train_log/<arch name>")
     g.add_argument("--load", default=None, help="initialise from a .npz or TF checkpoint (must fit exactly)")
     g.add_argument("--keep-checkpoints", type=positive_int, default=3)
-    g.add_argument("--seed", type=nonnegative_int, default=None)
+    g.add_argument("--seed", type=seed_int, default=None)
     return p.parse_args(argv)
 
 
@@ -144,7 +144,8 @@ def main(argv=None):
                             schedule.peak_lr))
         train(plan, arch, train_attacker, train_flow, eval_flow_fn,
               extra_info={"dataset": dataset, "data": args.data, "fake": args.fake,
-                          "train_attack": train_attacker.describe(), "argv": sys.argv})
+                          "train_attack": train_attacker.describe(),
+                          "eval_attacks": {e.name: e.attacker.describe() for e in evals}, "argv": sys.argv})
     except (SpecError, AttackError, DataError, CheckpointError, FlagError, TrainingDiverged, RanksDiverged) as e:
         print("train.py: error: %s" % e, file=sys.stderr)
         return 3 if isinstance(e, (TrainingDiverged, RanksDiverged)) else 2

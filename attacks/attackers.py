@@ -93,10 +93,11 @@ class RestartAttacker:
         if self.restarts == 1 or not base.uses_random_start:
             return base.attack(clean, label, model_fn, num_classes)
         with tf.name_scope(base.name + "_restarts"):
-            target = base.targets(clean, label, num_classes)
+            keys = base.draw_keys(clean)            # once, outside the loop
+            target = base.targets(clean, label, num_classes, keys)
 
             def body(r, best_adv, best_score):
-                adv = base.perturb(clean, label, target, model_fn, restart=r)
+                adv = base.perturb(clean, label, target, model_fn, restart=r, keys=keys)
                 score = self._score(adv, label, target, model_fn)
                 better = score > best_score
                 keep = tf.reshape(better, [-1, 1, 1, 1])

@@ -44,10 +44,14 @@ TARGET_STREAM, START_STREAM, FROM_CLEAN_STREAM = 0, 1, 2
 
 
 def image_keys(clean):
-    """[B] int64: a fingerprint of each image's content (farmhash of its bytes). Keying the
-    draws of an evaluation by content, not by position, makes them independent of the batch
-    size, the order, skipped files and the number of Horovod ranks."""
-    return tf.bitcast(tf.fingerprint(clean), tf.int64)
+    """[B] int64: a fingerprint of each image's content (farmhash of its 0..255 pixels).
+    Keying the draws of an evaluation by content, not by position, makes them independent
+    of the batch size, the order, skipped files and the number of Horovod ranks. The pixels
+    are rounded back to uint8 first, so a last-bit difference of the float image (another
+    device's arithmetic, -0.0) does not change the key. ``tf.fingerprint`` has a CPU kernel
+    only: the keys are computed once per batch and soft placement puts them on the host."""
+    pixels = tf.cast(tf.clip_by_value(tf.round(to_pixels(clean)), 0.0, 255.0), tf.uint8)
+    return tf.bitcast(tf.fingerprint(pixels), tf.int64)
 
 
 def per_image_uniform(keys, seed, stream, shape, minval, maxval, dtype=tf.float32):
@@ -71,7 +75,8 @@ class Attacker:
         targeted: targeted (the paper's protocol, default) or untargeted.
         loss: 'xent' (the paper) or 'cw' (Carlini-Wagner margin on the logits).
         prob_start_from_clean: Sec. 5: "20% of training batches use clean images to initialize
-            PGD, and 80% use random points within the allowed epsilon"; drawn per batch.
+            PGD, and 80% use random points within the allowed epsilon"; drawn per batch (per
+            image with ``per_image_seed``).
         seed: graph-level op seed for the random start and the targets (stateful draws per
             batch: training, where every step needs fresh ones).
         per_image_seed: evaluation: draw each image's target and random start from this seed
@@ -107,8 +112,9 @@ class Attacker:
         self.loss = loss
         self.prob_start_from_clean = float(prob_start_from_clean)
         self.seed = seed
-        if per_image_seed is not None and not (isinstance(per_image_seed, int) and per_image_seed >= 0):
-            raise AttackError("the per-image seed must be an integer >= 0, got %r" % (per_image_seed,))
+        if per_image_seed is not None and not (isinstance(per_image_seed, int) and 0 <= per_image_seed < 2 ** 31):
+            raise AttackError("the attack seed must be an integer in [0, 2^31), got %r: pass a smaller --seed"
+                              % (per_image_seed,))
         self.per_image_seed = per_image_seed
         if precision not in PRECISIONS:
             raise AttackError("unknown attack precision %r; valid: %s" % (precision, ", ".join(PRECISIONS)))
@@ -141,30 +147,35 @@ class Attacker:
             "targeted" if self.targeted else "untargeted", self.loss, extra)
 
     # ---- the three verbs ----
-    def targets(self, clean, label, num_classes):
+    def draw_keys(self, clean):
+        """The per-image keys of the draws (``image_keys``), or None for stateful draws.
+        Computed once per batch and passed to ``targets`` and every restart's start."""
+        return None if self.per_image_seed is None else image_keys(clean)
+
+    def targets(self, clean, label, num_classes, keys=None):
         """The target class of each image (Sec. 6: uniform among the other classes), or the
         true label for an untargeted attack."""
         if not self.targeted:
             return label
         if self.per_image_seed is None:
             return sample_targets(label, num_classes, self.seed)
-        offset = per_image_uniform(image_keys(clean), self.per_image_seed, TARGET_STREAM, [], 1, num_classes,
-                                   tf.int32)
+        keys = self.draw_keys(clean) if keys is None else keys
+        offset = per_image_uniform(keys, self.per_image_seed, TARGET_STREAM, [], 1, num_classes, tf.int32)
         return tf.math.floormod(label + offset, num_classes)
 
-    def random_start(self, clean, restart=0):
+    def random_start(self, clean, restart=0, keys=None):
         """Uniform in the epsilon ball (Madry et al.), or the clean image with probability
         ``prob_start_from_clean`` (Sec. 5; for the whole batch, or per image with
         ``per_image_seed``). ``restart`` numbers the starts of a restarted attack."""
         if not self.uses_random_start or self.eps == 0:
             return clean
         if self.per_image_seed is not None:
-            keys = image_keys(clean)
-            stream = START_STREAM + 3 * tf.cast(restart, tf.int64)
-            noise = per_image_uniform(keys, self.per_image_seed, stream, tf.shape(clean)[1:], -self.eps, self.eps)
+            keys = self.draw_keys(clean) if keys is None else keys
+            streams = 3 * tf.cast(restart, tf.int64)
+            noise = per_image_uniform(keys, self.per_image_seed, START_STREAM + streams, tf.shape(clean)[1:],
+                                      -self.eps, self.eps)
             if self.prob_start_from_clean > 0:
-                u = per_image_uniform(keys, self.per_image_seed, FROM_CLEAN_STREAM + 3 * tf.cast(restart, tf.int64),
-                                      [], 0.0, 1.0)
+                u = per_image_uniform(keys, self.per_image_seed, FROM_CLEAN_STREAM + streams, [], 0.0, 1.0)
                 noise = noise * tf.reshape(tf.cast(u >= self.prob_start_from_clean, noise.dtype), [-1, 1, 1, 1])
             return self.project(clean + noise, clean)
         noise = tf.random.uniform(tf.shape(clean), -self.eps, self.eps, seed=self.seed)
@@ -204,12 +215,12 @@ class Attacker:
             return scaled_input_gradient(obj, logits, adv, self.loss_scale, backoff)
         return zero_non_finite(tf.gradients(tf.reduce_sum(obj), adv)[0])[0], backoff
 
-    def perturb(self, clean, label, target, model_fn, restart=0):
-        """One run of the attack from one start (``restart``: which); returns the
-        adversarial images."""
+    def perturb(self, clean, label, target, model_fn, restart=0, keys=None):
+        """One run of the attack from one start (``restart``: which; ``keys``: the
+        per-image draws' keys); returns the adversarial images."""
         if self.num_iter == 0 or self.eps == 0:
             return clean
-        adv0 = self.random_start(clean, restart)
+        adv0 = self.random_start(clean, restart, keys)
 
         def body(i, adv, state, backoff):
             # XLA: every op of the iteration carries _XlaCompile (graph mode's jit_scope; the
@@ -233,6 +244,7 @@ class Attacker:
         ``model_fn(images) -> logits`` must reuse existing variables with BN in inference
         mode (nets are built once outside the loop by the caller)."""
         with tf.name_scope(self.name):
-            target = self.targets(clean, label, num_classes)
-            adv = self.perturb(clean, label, target, model_fn)
+            keys = self.draw_keys(clean)
+            target = self.targets(clean, label, num_classes, keys)
+            adv = self.perturb(clean, label, target, model_fn, keys=keys)
             return tf.stop_gradient(adv), target

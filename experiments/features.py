@@ -53,7 +53,8 @@ def extract(model_file, images, labels, epsilon, seed=0):
             def frozen(x):
                 return model.logits(x, training=False)
             frozen(clean)
-            attacker = make_attacker("pgd", num_iter=10, epsilon=epsilon, step_size=epsilon / 10, seed=seed)
+            attacker = make_attacker("pgd", num_iter=10, epsilon=epsilon, step_size=epsilon / 10, seed=seed,
+                                     per_image_seed=seed)     # eval.py's draws for the same images
             adv, _ = attacker.attack(clean, label, frozen, arch.num_classes)
             endpoints = {}
             with tfv1.variable_scope(tfv1.get_variable_scope(), reuse=True), argscope(BatchNorm, training=False):

@@ -52,6 +52,14 @@ def nonnegative_int(text):
     return value
 
 
+def seed_int(text):
+    """A seed in [0, 2^31): TensorFlow's seeds and the attacks' per-image draws take int32."""
+    value = nonnegative_int(text)
+    if value >= 2 ** 31:
+        raise argparse.ArgumentTypeError("must be < 2^31 (2147483648), got %d" % value)
+    return value
+
+
 def nonnegative_float(text):
     value = _number(float, text, "a number >= 0")
     if not value >= 0:   # also NaN

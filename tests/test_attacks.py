@@ -190,6 +190,8 @@ def test_per_image_draws_do_not_depend_on_batch_or_order():
     pieces = [np.array([11, 3, 7, 0, 5]), np.array([9, 1]), np.array([10, 2, 8, 6, 4])]
     make = lambda: PGDAttacker(16, 1, 5, per_image_seed=3)      # noqa: E731
     assert "per-image seed=3" in make().describe()              # recorded in eval.py's JSON
+    with pytest.raises(attacks.AttackError, match="smaller --seed"):
+        PGDAttacker(16, 1, 5, per_image_seed=2 ** 31)
     a1, t1 = _attack_in_batches(make(), clean, labels, whole, model)
     a2, t2 = _attack_in_batches(make(), clean, labels, pieces, model, seed=99)   # graph seed: unused
     np.testing.assert_array_equal(t1, t2)
@@ -203,6 +205,24 @@ def test_per_image_draws_do_not_depend_on_batch_or_order():
     assert not np.array_equal(t1, t3) and not np.allclose(a1, a3)
     twice, _ = _attack_in_batches(make(), np.concatenate([clean[:1]] * 2), labels[[0, 0]], [np.arange(2)], model)
     np.testing.assert_array_equal(twice[0], twice[1])
+
+
+def test_per_image_keys_are_the_pixels_not_the_float_bits():
+    """The same uint8 image gives the same key when its float form differs in the last bits
+    (another device's arithmetic, or -0.0), and another image gives another key."""
+    from attacks.base import image_keys
+    pixels = np.random.RandomState(7).randint(0, 256, size=(16, 4, 4, 3)).astype(np.float32)
+    x = pixels * PIXEL_SCALE - 1.0
+    nudged = np.nextafter(x, np.float32(2.0))
+    signed = np.where(x == 0, np.float32(-0.0), x)
+    other = x.copy()
+    other[:, 0, 0, 0] = np.where(pixels[:, 0, 0, 0] < 255, pixels[:, 0, 0, 0] + 1, 254) * PIXEL_SCALE - 1.0
+    g = tf.Graph()
+    with g.as_default(), tfv1.Session() as sess:
+        k, kn, ks, ko = sess.run([image_keys(tf.constant(a)) for a in (x, nudged, signed, other)])
+    np.testing.assert_array_equal(kn, k)
+    np.testing.assert_array_equal(ks, k)
+    assert len(set(k.tolist())) == 16 and not np.any(ko == k)
 
 
 def test_per_image_targets_are_uniform_over_the_other_classes():
@@ -253,6 +273,12 @@ def test_restarts_keep_the_most_successful_start():
     adv, t, lg = run_attack(RestartAttacker(PGDAttacker(48, 2, 1, seed=0), 8), clean, labels, model, seed=0)
     rate_restart = np.mean(lg.argmax(1) == t)
     assert rate_restart > rate_single + 0.02, (rate_single, rate_restart)
+    # with evaluation's per-image draws every restart must still start elsewhere: the first
+    # start is the single attack's, and the other 7 raise the success rate above it
+    one, t1, lg1 = run_attack(PGDAttacker(48, 2, 1, per_image_seed=0), clean, labels, model)
+    best, t8, lg8 = run_attack(RestartAttacker(PGDAttacker(48, 2, 1, per_image_seed=0), 8), clean, labels, model)
+    np.testing.assert_array_equal(t8, t1)                      # the same targets
+    assert np.mean(lg8.argmax(1) == t8) > np.mean(lg1.argmax(1) == t1) + 0.02
 
 
 def test_bad_attack_settings_are_refused():

@@ -121,7 +121,8 @@ def test_two_rank_training_and_distributed_evaluation(tmp_path):
     fmnist = "/usr/share/datasets/fashion-mnist"
     logdir = tmp_path / "hvd"
     horovodrun(2, [REPO / "train.py", "--data", fmnist] + TINY +
-               ["--epochs", "1", "--eval-limit", "40", "--logdir", logdir, "--loader-workers", "1"], timeout=600)
+               ["--epochs", "1", "--eval-limit", "40", "--eval-attack-iters", "0,1", "--logdir", logdir,
+                "--loader-workers", "1"], timeout=600)
     lines = [json.loads(x) for x in (logdir / "metrics.jsonl").read_text().splitlines()]
     clean_rank_sum = lines[-1]
     assert clean_rank_sum["clean/num_images"] == 40   # two shards of 20, summed
@@ -130,11 +131,18 @@ def test_two_rank_training_and_distributed_evaluation(tmp_path):
     assert clean_rank_sum["ranks/variables_differing"] == 0 and clean_rank_sum["ranks/weight_spread"] == 0
     # the same 40 images in one process, with the weights the two ranks trained
     out = run([PYTHON, REPO / "eval.py", "--load", logdir / "model-final.npz", "--data", fmnist,
-               "--attack-iter", "0", "--limit", "40", "--json-out", tmp_path / "e.json", "--quiet"])
-    single = json.loads((tmp_path / "e.json").read_text())["white_box"]["clean"]
-    assert single["num_images"] == 40, out.stdout
-    assert single["top1_error"] == pytest.approx(clean_rank_sum["clean/top1_error"], abs=1e-9)
-    assert single["top5_error"] == pytest.approx(clean_rank_sum["clean/top5_error"], abs=1e-9)
+               "--attack-iter", "0,1", "--limit", "40", "--json-out", tmp_path / "e.json", "--quiet"])
+    single = json.loads((tmp_path / "e.json").read_text())["white_box"]
+    assert single["clean"]["num_images"] == 40, out.stdout
+    # Clean, and attacked too: training's evaluations draw each image's target and start from
+    # seed 0 (eval.py's default), so two ranks' in-training PGD-1 is eval.py's, digit for digit.
+    for name in ("clean", "pgd1"):
+        for m in ("top1_error", "top5_error", "attack_success"):
+            assert single[name][m] == pytest.approx(clean_rank_sum["%s/%s" % (name, m)], abs=1e-9), (name, m)
+    # training itself draws afresh every step (stateful): only the evaluations are per image
+    info = json.loads((logdir / "run.json").read_text())
+    assert "per-image" not in info["train_attack"] and info["train_attack"].startswith("pgd(")
+    assert info["eval_attacks"]["pgd1"].endswith("per-image seed=0)"), info["eval_attacks"]
 
 
 def test_a_diverging_run_stops_with_the_step_and_the_last_checkpoint(tmp_path):
