@@ -48,7 +48,7 @@ def parse_args(argv=None):
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("--save-adversarial", default=None, metavar="DIR",
                    help="save the adversarial images as DIR/<attack>/<index>.png with DIR/labels.txt "
-                        "(black-box transfer, Sec. 6.2; single process only)")
+                        "(black-box transfer, Sec. 6.2; under horovodrun every rank writes its own images)")
     g = p.add_argument_group("black-box (Sec. 6.2)")
     g.add_argument("--eval-directory", default=None, help="predict every image in this directory")
     g.add_argument("--prediction-file", default=None, help="write 'filename,label' lines here")
@@ -146,8 +146,6 @@ def main(argv=None):
 
     try:
         rank, size = rank_and_size()
-        if args.save_adversarial and size > 1:
-            raise DataError("--save-adversarial runs in one process: drop horovodrun for it")
         params, recorded = checkpoint.read_checkpoint(args.load)
         dataset = args.dataset
         black_box = args.eval_directory or args.all_or_nothing or args.export_frozen or args.export_savedmodel
@@ -226,18 +224,20 @@ def main(argv=None):
             evaluator = evaluation.WhiteBoxEvaluator(arch, attackers, params, args.load, seed=args.seed)
             writer = None
             if args.save_adversarial:
-                writer = evaluation.AdversarialWriter(args.save_adversarial, attackers)
+                writer = evaluation.AdversarialWriter(args.save_adversarial, attackers, rank, size)
             recorder = evaluation.PerImageRecorder(args.per_image, attackers) if args.per_image else None
             results = evaluator.run(flow, total_batches=evaluation.ceil_div(
                 source.num_eval(args.limit), batch * size), progress=(rank == 0 and not args.quiet),
                 writer=writer, per_image=recorder)
+            if (writer or recorder) and size > 1 and int(sum_now([data.skipped_files.num_files])[0]):
+                raise DataError("--per-image and --save-adversarial under horovodrun cannot place the images "
+                                "of the unreadable files named above in the images' order (no labels.txt or "
+                                "per-image file was written): rerun in one process")
             if writer:
-                writer.close()
-                print("wrote %d adversarial images per attack to %s" % (writer.count, args.save_adversarial))
+                written = writer.close()
+                if rank == 0:
+                    print("wrote %d adversarial images per attack to %s" % (written, args.save_adversarial))
             if recorder:
-                if size > 1 and int(sum_now([data.skipped_files.num_files])[0]):
-                    raise DataError("--per-image under horovodrun cannot place the images of the unreadable "
-                                    "files named above in the images' order: rerun it in one process")
                 recorder.close()
                 if rank == 0:
                     print("wrote every image's results to %s" % args.per_image)

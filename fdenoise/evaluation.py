@@ -113,29 +113,42 @@ class AdversarialWriter:
     ``<directory>/<attacker>/<index>.png`` (lossless) and ``<directory>/labels.txt`` with
     ``filename,label`` lines, the layout ``eval.py --all-or-nothing ... --labels`` reads.
     ``attackers``: name -> Attacker; the clean "attack" (0 iterations) is not saved, since
-    it is no attacker for an all-or-nothing evaluation."""
+    it is no attacker for an all-or-nothing evaluation.
 
-    def __init__(self, directory, attackers):
+    Under horovodrun each rank writes its own images under their index in the whole set
+    (ranks read strided shards: image j of rank r is r + j * size), and rank 0 writes
+    labels.txt for all of them; every rank must call ``close``."""
+
+    def __init__(self, directory, attackers, rank=0, size=1):
         self.directory, self.count = directory, 0
+        self.rank, self.size = rank, size
         self.epsilons = {name: a.epsilon for name, a in attackers.items() if a.num_iter > 0}
         for name in self.epsilons:
             os.makedirs(os.path.join(directory, name), exist_ok=True)
         self._labels = []
+
+    def _index(self, local):
+        return self.rank + self.size * local
 
     def write_batch(self, clean, labels, adversarial_by_name):
         import cv2
         for name, epsilon in self.epsilons.items():
             images = quantize_adversarial(clean, adversarial_by_name[name], epsilon)
             for i, image in enumerate(images):
-                path = os.path.join(self.directory, name, "%06d.png" % (self.count + i))
+                path = os.path.join(self.directory, name, "%06d.png" % self._index(self.count + i))
                 if not cv2.imwrite(path, image):
                     raise DataError("could not write %s: check the disk and permissions" % path)
-        self._labels.extend("%06d.png,%d\n" % (self.count + i, int(l)) for i, l in enumerate(labels))
+        self._labels.extend(int(l) for l in labels)
         self.count += len(labels)
 
     def close(self):
-        text = "".join(self._labels)
-        checkpoint.atomic_write(os.path.join(self.directory, "labels.txt"), lambda f: f.write(text), mode="w")
+        """Writes labels.txt (rank 0); returns the number of images written by all ranks."""
+        from .dist import gather_strided_rows
+        labels = gather_strided_rows(np.asarray(self._labels, np.int32).reshape(-1, 1))[:, 0]
+        if self.rank == 0:
+            text = "".join("%06d.png,%d\n" % (i, l) for i, l in enumerate(labels))
+            checkpoint.atomic_write(os.path.join(self.directory, "labels.txt"), lambda f: f.write(text), mode="w")
+        return len(labels)
 
 
 class PerImageRecorder:

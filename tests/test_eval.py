@@ -90,9 +90,11 @@ def test_distributed_evaluation_equals_a_single_process(model_npz, tmp_path):
     --seed and the image, so two ranks with another --batch give one process's figures."""
     args = ["--load", model_npz, "--data", FMNIST, "--attack", "pgd", "--attack-iter", "0,2", "--limit", "50",
             "--quiet"]
-    eval_py(*args, "--batch", "8", "--json-out", tmp_path / "one.json", "--per-image", tmp_path / "one.npz")
+    eval_py(*args, "--batch", "8", "--json-out", tmp_path / "one.json", "--per-image", tmp_path / "one.npz",
+            "--save-adversarial", tmp_path / "adv1")
     horovodrun(2, [REPO / "eval.py"] + args + ["--batch", "5", "--json-out", tmp_path / "two.json",
-                                               "--per-image", tmp_path / "two.npz"], timeout=600)
+                                               "--per-image", tmp_path / "two.npz",
+                                               "--save-adversarial", tmp_path / "adv2"], timeout=600)
     one = json.loads((tmp_path / "one.json").read_text())["white_box"]
     two = json.loads((tmp_path / "two.json").read_text())["white_box"]
     assert json.loads((tmp_path / "two.json").read_text())["workers"] == 2
@@ -107,6 +109,12 @@ def test_distributed_evaluation_equals_a_single_process(model_npz, tmp_path):
     assert len(labels1) == 50 and sorted(per_image2) == sorted(per_image1)
     for key in per_image1:
         np.testing.assert_array_equal(per_image2[key], per_image1[key], err_msg=str(key))
+    # and its adversarial images: the same files, byte for byte, and the same labels.txt
+    assert (tmp_path / "adv2" / "labels.txt").read_text() == (tmp_path / "adv1" / "labels.txt").read_text()
+    names = sorted(os.listdir(tmp_path / "adv1" / "pgd2"))
+    assert len(names) == 50 and sorted(os.listdir(tmp_path / "adv2" / "pgd2")) == names
+    assert all((tmp_path / "adv2" / "pgd2" / n).read_bytes() == (tmp_path / "adv1" / "pgd2" / n).read_bytes()
+               for n in names)
     # the attack did something, and another --seed draws other targets
     assert one["pgd2"]["top1_error"] > one["clean"]["top1_error"] or one["pgd2"]["attack_success"] > 0
     eval_py(*args, "--batch", "8", "--seed", "1", "--per-image", tmp_path / "seed1.npz")

@@ -259,13 +259,13 @@ def test_odd_and_broken_images_in_training_evaluation_and_black_box(odd_imagenet
     doc = json.loads((tmp_path / "e.json").read_text())
     assert doc["white_box"]["clean"]["num_images"] == 5 and doc["skipped_images"] == 2
     assert "skipped 2 unreadable image file(s)" in proc.stderr
-    # --per-image under horovodrun cannot place the shards' images once files were skipped: it
-    # says so rather than write a file whose rows are not the images' order
+    # --per-image and --save-adversarial under horovodrun cannot place the shards' images once
+    # files were skipped: they say so rather than write files that are not in the images' order
     proc = horovodrun(2, [REPO / "eval.py", "--load", logdir / "model-final.npz", "--data", odd_imagenet,
-                          "--attack-iter", "0", "--batch", "4", "--quiet", "--per-image", tmp_path / "p.npz"],
-                      check=False)
-    assert proc.returncode != 0 and "rerun it in one process" in proc.stdout, proc.stdout[-3000:]
-    assert not (tmp_path / "p.npz").exists()
+                          "--attack-iter", "0,1", "--batch", "4", "--quiet", "--per-image", tmp_path / "p.npz",
+                          "--save-adversarial", tmp_path / "adv"], check=False)
+    assert proc.returncode != 0 and "rerun in one process" in proc.stdout, proc.stdout[-3000:]
+    assert not (tmp_path / "p.npz").exists() and not (tmp_path / "adv" / "labels.txt").exists()
     # black-box: a flat directory of the same kinds
     flat = tmp_path / "flat"
     made = _odd_images(flat, ["color_1.JPEG", "gray_2.JPEG", "cmyk_3.JPEG", "deep_4.png", "alpha_5.png",
