@@ -177,12 +177,12 @@ class Attacker:
             if self.prob_start_from_clean > 0:
                 u = per_image_uniform(keys, self.per_image_seed, FROM_CLEAN_STREAM + streams, [], 0.0, 1.0)
                 noise = noise * tf.reshape(tf.cast(u >= self.prob_start_from_clean, noise.dtype), [-1, 1, 1, 1])
-            return self.project(clean + noise, clean)
-        noise = tf.random.uniform(tf.shape(clean), -self.eps, self.eps, seed=self.seed)
-        if self.prob_start_from_clean > 0:
-            from_clean = tf.random.uniform([], seed=None if self.seed is None else self.seed + 1) \
-                < self.prob_start_from_clean
-            noise = noise * (1.0 - tf.cast(from_clean, noise.dtype))
+        else:
+            noise = tf.random.uniform(tf.shape(clean), -self.eps, self.eps, seed=self.seed)
+            if self.prob_start_from_clean > 0:
+                from_clean = tf.random.uniform([], seed=None if self.seed is None else self.seed + 1) \
+                    < self.prob_start_from_clean
+                noise = noise * (1.0 - tf.cast(from_clean, noise.dtype))
         return self.project(clean + noise, clean)
 
     def init_state(self, clean):
