@@ -1,7 +1,7 @@
 """Low-precision (fp16 / bf16) attack iterations and their loss scaling (issue 4).
 
 The release notes of the original report that an fp16 + XLA attack roughly halved training
-time at a cost of about 3 points of robustness (../shared/reference/README.md); the paper
+time at a cost of about 3 points of robustness (docs/ORIGINAL.md); the paper
 (Sec. 5) itself trains with an fp32 attack. So this is an option, off by default, for the
 attack iterations only: the SGD step and every evaluation stay in fp32.
 

@@ -453,7 +453,7 @@ def merge_runs(runs):
 SCALING_ASSUMPTIONS = {
     "network_gbit_per_s": 25.0,
     "latency_s_per_message": 50e-6,
-    # the paper's figure (../shared/reference/README.md): R152, PGD-30, 52 h on 128 V100s,
+    # the original's figure (docs/ORIGINAL.md): R152, PGD-30, 52 h on 128 V100s,
     # 110 epochs of 1,281,167 images at 32 images per GPU
     "v100_hours": 52.0, "v100_gpus": 128, "epochs": 110, "imagenet_train_images": 1281167, "per_gpu_batch": 32,
     "paper_attack_iter": 30,

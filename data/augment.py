@@ -17,7 +17,7 @@ recipe of Goyal et al. [7] that the paper follows (Sec. 5):
 Steps 2-4 run in float32 without intermediate clipping, as in the Torch code; the result
 is rounded and clipped to uint8 once at the end.
 
-Evaluation (the original's convention, ../shared/reference/README.md): resize the shortest
+Evaluation (the original's convention, docs/ORIGINAL.md): resize the shortest
 edge to 256 (bicubic), center crop 224; for another size S, shortest edge round(S*256/224)
 then center crop S. The black-box directory mode resizes naively to SxS (bicubic), no crop.
 """

@@ -1,7 +1,7 @@
 """ImageNet-style image directories and their tensorpack DataFlows, with no download.
 
 tensorpack's ``dataset.ILSVRC12`` / ``ILSVRCMeta`` fetch ImageNet metadata from the internet
-when it is missing (../shared/reference/ENVIRONMENT.md); clusters often have no internet,
+when it is missing; clusters often have no internet,
 so everything here comes from the directory itself:
 
 - ``<root>/<split>/<wnid>/*.JPEG``: one subdirectory per class (``train`` and ``val`` in

@@ -1,7 +1,7 @@
 """Decoding image files into uint8 BGR arrays without ever stopping a run.
 
-The original implementation feeds BGR uint8 images (../shared/reference/README.md,
-"Conventions of the original"). A week-long training run or a 50,000-image evaluation must
+The original implementation feeds BGR uint8 images (docs/ORIGINAL.md,
+"Conventions"). A week-long training run or a 50,000-image evaluation must
 not die on one bad file, and ImageNet has some: a few CMYK JPEGs, grayscale JPEGs, a PNG
 named .JPEG; user directories add 16-bit and RGBA PNGs and files cut off by a failed copy.
 

@@ -4,12 +4,19 @@ Applied once, when the project is imported (``import fdenoise`` does it; so do `
 ``attacks`` and ``data``). Each workaround names the failure it prevents, and each has a
 test in ``tests/test_compat.py`` that fails without it.
 
-(4. below: oneDNN CPU kernels, set before TensorFlow is imported.)
+(0. and 4. below are environment variables that TensorFlow reads when it loads, so they are
+set before it is imported.)
+0. Keras 2. TensorFlow 2.16 and later bundle Keras 3, and tensorpack 0.11's layers (Conv2D,
+   BatchNorm, FullyConnected: wrappers of ``tf.compat.v1.layers``) fail on it with
+   ``AttributeError: `Conv2D` is not available with Keras 3``. ``TF_USE_LEGACY_KERAS=1`` makes
+   ``tf.keras`` the tf-keras 2 package pinned in setup.cfg. It is forced, not defaulted: with
+   any other value nothing of this project builds. If Keras 3 was loaded before this module
+   (a program that touched ``tf.keras`` first), importing it stops with the fix.
 1. Graph mode. tensorpack builds TF1-style graphs; it turns eager execution off only inside
    ``launch_train_with_config``. Evaluation, export and the tests build graphs outside a
    trainer, so eager execution is turned off at import for all of them alike.
 2. ``HorovodTrainer.initialize`` calls ``tf.global_variables()``, which TensorFlow 2 no
-   longer has (AttributeError before the first step; ../shared/reference/ENVIRONMENT.md).
+   longer has (AttributeError before the first step).
    The ``tf`` that tensorpack's trainer module sees is given a fallback to ``tf.compat.v1``
    for names TensorFlow 2 removed; nothing else about TensorFlow changes.
 3. tensorpack's trainer reports a failed run with ``logger.error("Training failed at
@@ -23,6 +30,8 @@ import types
 
 # TensorFlow's C++ start-up chatter hides our own messages; users can still override it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# 0. Keras 2 for tensorpack's layers (see above).
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
 # 4. oneDNN kernels on every CPU. TensorFlow 2.15 turns them on only on AVX-512-class CPUs;
 #    without them the NCHW Conv2D/MaxPool kernels do not exist on the CPU at all, and an
 #    adversarial training step of the small nets measured 1.6x (baseline) to 2.3x (Gaussian
@@ -90,11 +99,20 @@ def init_horovod():
     return hvd
 
 
+def _check_keras_2():
+    """tensorpack's layers wrap ``tf.compat.v1.layers``, which only Keras 2 provides."""
+    if not hasattr(tf.compat.v1.layers, "Conv2D"):
+        raise ImportError("tf.keras is Keras %s, but tensorpack's layers need Keras 2 (the tf-keras package): import "
+                          "fdenoise (or nets, attacks, data) before anything touches tf.keras, and install tf-keras "
+                          "(bash scripts/setup.sh does)" % getattr(tf.keras, "__version__", "3"))
+
+
 def apply():
     """Apply all workarounds (idempotent)."""
     global _APPLIED
     if _APPLIED:
         return
+    _check_keras_2()
     tf.compat.v1.disable_eager_execution()
     _patch_tensorpack_trainers()
     _patch_tensorpack_logger()

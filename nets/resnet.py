@@ -2,7 +2,7 @@
 ResNet-101/152 [9]"; Sec. 6.2: ResNeXt-101 32x8d [26] for the CAAD 2018 entry).
 
 Variable names and shapes are those of the released checkpoints
-(../shared/reference/checkpoint-variables/*.json): ``conv0``, ``group{K}/block{I}/conv{1,2,3}``,
+(tests/data/checkpoint-variables/*.json): ``conv0``, ``group{K}/block{I}/conv{1,2,3}``,
 ``convshortcut``, every conv without bias and followed by ``<conv>/bn``, ``linear``.
 """
 import tensorflow as tf

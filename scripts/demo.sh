@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
 done
 
 bash "$ROOT/scripts/setup.sh"
-PY="$ROOT/.venv/bin/python"
+PY="${FDENOISE_VENV:-$ROOT/.venv}/bin/python"
 export TF_CPP_MIN_LOG_LEVEL=2
 cd "$ROOT"
 start=$(date +%s)

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # README's test command: set up (idempotent), then run the whole test suite.
 #   bash scripts/test.sh [pytest arguments]
+# FDENOISE_VENV and FDENOISE_PYTHON choose the environment and its interpreter (scripts/setup.sh).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup.sh"
+VENV="${FDENOISE_VENV:-$ROOT/.venv}"
 cd "$ROOT"
-exec "$ROOT/.venv/bin/python" -m pytest "$@"
+exec "$VENV/bin/python" -m pytest "$@"

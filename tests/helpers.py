@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
 PYTHON = sys.executable
 HOROVODRUN = str(Path(PYTHON).parent / "horovodrun")
 

@@ -25,6 +25,35 @@ def test_graph_mode_without_a_trainer():
     assert "PLACEHOLDER_OK" in with_fix.stdout, with_fix.stdout
 
 
+def test_tensorpack_layers_build_on_keras_2():
+    """0. TensorFlow 2.16+ bundles Keras 3, on which tensorpack's Conv2D fails; the compat
+    module selects tf-keras (Keras 2) before TensorFlow loads Keras. The subprocess gets an
+    environment without TF_USE_LEGACY_KERAS (this process has it: conftest imported compat)."""
+    import os
+    import subprocess
+    import sys
+    code = """
+        {imp}
+        import tensorflow as tf
+        tf.compat.v1.disable_eager_execution()
+        from tensorpack.models import Conv2D
+        x = tf.compat.v1.placeholder(tf.float32, [None, 8, 8, 3])
+        y = Conv2D("conv", x, 4, 3)
+        assert y.shape.as_list() == [None, 8, 8, 4]
+        print("CONV2D_OK")
+    """
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+
+    def python(source):
+        return subprocess.run([sys.executable, "-c", textwrap.dedent(source)], env=env, capture_output=True,
+                              text=True, timeout=120)
+    without = python(code.format(imp=""))
+    assert "CONV2D_OK" not in without.stdout and "not available with Keras 3" in without.stderr, without.stderr[-2000:]
+    with_fix = python(code.format(imp="import fdenoise"))
+    assert "CONV2D_OK" in with_fix.stdout, with_fix.stderr[-3000:]
+
+
 def test_horovod_trainer_global_variables():
     code = """
         import tensorflow as tf

@@ -22,13 +22,15 @@ def pins():
 def test_installed_versions_equal_the_pins():
     import importlib.metadata as md
     p = pins()
-    assert {"tensorflow-cpu", "tensorpack", "horovod"} <= set(p)
+    assert {"tensorflow-cpu", "tf-keras", "tensorpack", "horovod", "scipy"} <= set(p)
     for name, version in p.items():
-        if name == "tensorflow-cpu":
+        if name == "tensorflow-cpu":      # or `tensorflow` after setup.sh --gpu
             import tensorflow as tf
             assert tf.__version__ == version
             continue
         assert md.version(name) == version, name
+    import tensorflow as tf
+    assert tf.compat.v1.layers.__name__.startswith("tf_keras"), "tensorpack's layers need tf-keras (Keras 2)"
     import numpy
     assert numpy.__version__.split(".")[0] == "1"
     import cv2  # noqa: F401

@@ -9,7 +9,7 @@ import tensorflow as tf
 from tensorpack.tfutils.tower import TowerContext
 
 from fdenoise import checkpoint, evaluation
-from helpers import PYTHON, REPO, SHARED, horovodrun, run
+from helpers import PYTHON, REPO, horovodrun, run
 from nets import ArchSpec, DenoiseSpec, backbone_logits
 from nets.infer import infer_arch
 
@@ -351,7 +351,7 @@ def test_exports_reproduce_the_logits(model_npz, tmp_path, dtype):
     ("ResNeXtDenoiseAll-101", "resnext", 101, "nonlocal-dot", "all"),
 ])
 def test_architecture_inferred_from_the_released_variable_lists(name, family, depth, op, at):
-    path = SHARED / "reference" / "checkpoint-variables" / ("%s.json" % name)
+    path = REPO / "tests" / "data" / "checkpoint-variables" / ("%s.json" % name)
     shapes = json.loads(path.read_text())
     spec, notes = infer_arch(shapes)
     assert (spec.family, spec.depth, spec.denoise.op) == (family, depth, op)

@@ -22,8 +22,7 @@ from nets.spec import ARCH_CHOICES, FAMILIES
 from test_denoise_ops import NCHW_EXTRA_BATCH, make_session
 
 tfv1 = tf.compat.v1
-REFERENCE_DIR = (Path(__file__).resolve().parents[2]
-                 / "shared" / "reference" / "checkpoint-variables")
+REFERENCE_DIR = Path(__file__).resolve().parent / "data" / "checkpoint-variables"
 SMALL = ArchSpec(family="small", depth=14, width=4, num_classes=10, image_size=28, image_channels=1)
 
 
@@ -67,9 +66,8 @@ CHECKPOINT_ARCHS = {
 
 @pytest.mark.parametrize("name", list(CHECKPOINT_ARCHS))
 def test_variables_match_released_checkpoint(name):
-    """Names and shapes exactly those of ../shared/reference/checkpoint-variables/<name>.json
-    (nothing missing, nothing left over), and in the same (graph) order."""
-    assert REFERENCE_DIR.is_dir(), "missing %s (CI has ../shared beside the repo)" % REFERENCE_DIR
+    """Names and shapes exactly those of the released checkpoints (tests/data/checkpoint-variables/
+    <name>.json; nothing missing, nothing left over), and in the same (graph) order."""
     with open(REFERENCE_DIR / (name + ".json")) as f:
         expected = [(k, list(v)) for k, v in json.load(f).items()]
     spec = CHECKPOINT_ARCHS[name].validate()
@@ -303,7 +301,10 @@ def test_nchw_matches_nhwc(denoise):
 
     assert nhwc.shape == (2, 10)
     assert np.abs(nhwc[0] - nhwc[1]).max() > 1e-2, "logits do not depend on the image"
-    np.testing.assert_allclose(nchw, nhwc, rtol=1e-4, atol=1e-4)
+    # float32 error scales with the largest values in the computation, not with each logit:
+    # the dot-product ops square the features, and with random weights the logits reach
+    # 1e20, where a logit near 1e17 is the difference of much larger terms
+    np.testing.assert_allclose(nchw, nhwc, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(nhwc).max())))
 
 
 
