@@ -1,8 +1,19 @@
-"""White-box attackers of Sec. 5 and 6, built in the graph inside the tower."""
-import fdenoise.compat  # noqa: F401  (TF2 workarounds, once)
+"""White-box attackers of Sec. 5 and 6 and AutoAttack's members, built in the graph: threat
+models (``threat``), their random numbers (``draws``), objectives (``losses``), the iterative
+gradient attacks of the paper (``iterative``), restarts, APGD (``apgd``), FAB-T (``fab``),
+Square (``square``), per-image metrics and low-precision iterations."""
+import core.compat  # noqa: F401  (the TF2 workarounds, before TensorFlow loads)
 
-from .attackers import (ATTACKERS, FGSMAttacker, IFGSMAttacker, MIFGSMAttacker, NoAttack,  # noqa: F401
-                        PGDAttacker, RestartAttacker, make_attacker)
-from .base import (PIXEL_SCALE, AttackError, Attacker, sample_targets, to_model_space,  # noqa: F401
-                   to_pixels)
+from .base import Attacker, NoAttack  # noqa: F401
+from .draws import Draws, image_keys  # noqa: F401
+from .apgd import APGDAttacker  # noqa: F401
+from .fab import FABAttacker  # noqa: F401
+from .factory import (ALL_ATTACKS, ATTACKERS, AUTOATTACK, STANDARD_ITERATIONS, STANDARD_QUERIES,  # noqa: F401
+                      UNTARGETED_ONLY, autoattack_members, make_attacker, make_member)
+from .iterative import FGSMAttacker, IFGSMAttacker, MIFGSMAttacker, PGDAttacker  # noqa: F401
 from .metrics import METRICS, per_image_metrics  # noqa: F401
+from .precision import FP32, Precision  # noqa: F401
+from .restarts import RestartAttacker  # noqa: F401
+from .square import SquareAttacker  # noqa: F401
+from .threat import (IMAGE_MAX, IMAGE_MIN, PIXEL_SCALE, THREATS, AttackError, L2Ball, LinfBall,  # noqa: F401
+                     ThreatModel, make_threat, to_model_space, to_pixels)

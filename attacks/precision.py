@@ -1,4 +1,4 @@
-"""Low-precision (fp16 / bf16) attack iterations and their loss scaling (issue 4).
+"""Low-precision (fp16 / bf16) attack iterations and their loss scaling.
 
 The release notes of the original report that an fp16 + XLA attack roughly halved training
 time at a cost of about 3 points of robustness (docs/ORIGINAL.md); the paper
@@ -91,3 +91,62 @@ def zero_non_finite(grad):
     finite = tf.reduce_all(tf.math.is_finite(grad), axis=axes)
     mask = tf.reshape(finite, [-1] + [1] * len(axes))
     return tf.where(tf.broadcast_to(mask, tf.shape(grad)), grad, tf.zeros_like(grad)), finite
+
+
+class Precision:
+    """How the network of an attack's iterations runs: ``precision`` 'fp32' (default),
+    'fp16' or 'bf16' on the same float32 variables; ``loss_scale`` fp16's per-image
+    loss-scaling target (None: 2^10 for fp16, none otherwise; 0: no scaling); ``xla``:
+    compile each iteration (forward, gradient, step, projection) with XLA."""
+
+    def __init__(self, precision="fp32", loss_scale=None, xla=False):
+        from .threat import AttackError
+        if precision not in PRECISIONS:
+            raise AttackError("unknown attack precision %r; valid: %s" % (precision, ", ".join(PRECISIONS)))
+        if loss_scale is not None and not loss_scale >= 0:
+            raise AttackError("attack loss scale must be >= 0 (0: none), got %g" % loss_scale)
+        self.precision = precision
+        self.loss_scale = (DEFAULT_FP16_LOSS_SCALE if precision == "fp16" else 0.0) if loss_scale is None \
+            else float(loss_scale)
+        self.xla = bool(xla)
+
+    def describe(self):
+        extra = "" if self.precision == "fp32" else ", %s" % self.precision
+        extra += ", loss_scale=%g" % self.loss_scale if self.loss_scale else ""
+        return extra + (", xla" if self.xla else "")
+
+    def scope(self):
+        """Where each attack iteration's ops are built: XLA's jit scope, or nothing. (Every op
+        of the iteration carries _XlaCompile, the gradient ops included. Compiling the loop
+        body with tf.xla.experimental.compile gave wrong images in the training tower on
+        TensorFlow 2.15's CPU kernels: docs/PERFORMANCE.md.)"""
+        return tf.xla.experimental.jit_scope() if self.xla else contextlib.nullcontext()
+
+    def logits_and_gradient(self, objective_fn, model_fn, images):
+        """(float32 logits, float32 gradient of the summed objective w.r.t. ``images``) from one
+        forward pass in this precision (fp16 without per-image loss-scale memory: each call
+        fits its scale afresh)."""
+        logits = low_precision_logits(model_fn, images, PRECISIONS[self.precision])
+        obj = objective_fn(logits)
+        if self.precision == "fp32":
+            return logits, tf.gradients(tf.reduce_sum(obj), images)[0]
+        if self.loss_scale:
+            grad, _ = scaled_input_gradient(obj, logits, images, self.loss_scale, tf.zeros(tf.shape(images)[:1]))
+            return logits, grad
+        return logits, zero_non_finite(tf.gradients(tf.reduce_sum(obj), images)[0])[0]
+
+    def input_gradient(self, objective_fn, model_fn, images, backoff):
+        """(float32 gradient of the summed objective w.r.t. ``images``, the network run in this
+        precision; next ``backoff``). ``objective_fn(logits) -> [B]``. In low precision an
+        image with a non-finite gradient gets 0; ``backoff`` [B]: the per-image loss-scale
+        reduction so far (see the module's docstring)."""
+        logits = low_precision_logits(model_fn, images, PRECISIONS[self.precision])
+        obj = objective_fn(logits)
+        if self.precision == "fp32":
+            return tf.gradients(tf.reduce_sum(obj), images)[0], backoff
+        if self.loss_scale:
+            return scaled_input_gradient(obj, logits, images, self.loss_scale, backoff)
+        return zero_non_finite(tf.gradients(tf.reduce_sum(obj), images)[0])[0], backoff
+
+
+FP32 = Precision()

@@ -14,7 +14,7 @@ import statistics
 import sys
 import time
 
-import fdenoise.compat  # noqa: F401
+import core.compat  # noqa: F401  (the TF2 workarounds, before TensorFlow loads)
 import tensorflow as tf
 
 tfv1 = tf.compat.v1

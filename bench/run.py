@@ -1,4 +1,4 @@
-"""The benchmark suite (issue 8): one command, a table on screen, JSON, and docs/PERFORMANCE.md.
+"""The benchmark suite: one command, a table on screen, JSON, and docs/PERFORMANCE.md.
 
     python -m bench.run --json-out bench.json --markdown docs/PERFORMANCE.md      # full (~20-25 min, 2 cores)
     python -m bench.run --quick --json-out bench.json                              # R50 + small nets (~6 min)
@@ -16,14 +16,16 @@ import argparse
 import datetime
 import json
 import os
-import platform
-import re
 import subprocess
 import sys
 import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from core.provenance import git_commit, machine_info  # noqa: E402
 RESULT_TAG = "BENCH_RESULT "
 
 CONVENTIONS = """\
@@ -549,41 +551,6 @@ def targets(res):
 
 
 # ----------------------------------------------------------------------------------------
-def machine_info():
-    info = {"python": platform.python_version(), "cores": os.cpu_count(), "platform": platform.platform()}
-    try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read()
-        info["cpu"] = re.search(r"model name\s*:\s*(.*)", text).group(1).strip()
-        flags = set(re.search(r"flags\s*:\s*(.*)", text).group(1).split())
-        info["cpu_flags"] = sorted(flags & {"avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni",
-                                            "avx_vnni", "avx512_fp16"})
-        with open("/proc/meminfo") as f:
-            info["memory_gb"] = int(re.search(r"MemTotal:\s*(\d+)", f.read()).group(1)) / 2 ** 20
-    except (OSError, AttributeError):
-        pass
-    try:
-        import importlib.metadata as md
-        for pkg in ("tensorflow-cpu", "tensorflow", "tensorpack", "horovod", "numpy", "opencv-python-headless"):
-            try:
-                info[pkg] = md.version(pkg)
-            except md.PackageNotFoundError:
-                pass
-    except ImportError:
-        pass
-    info["TF_ENABLE_ONEDNN_OPTS"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1 (fdenoise.compat default)")
-    return info
-
-
-def git_commit():
-    def git(*a):
-        return subprocess.run(["git"] + list(a), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                              text=True).stdout.strip()
-    commit = git("rev-parse", "--short", "HEAD")
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    return commit + (" (with uncommitted changes)" if dirty else "")
-
-
 # other load: a matmul reference below this fraction of the cores (other processes took
 # CPU), or below this fraction of the run's best matmul speed
 CONTENDED = 0.8
@@ -679,7 +646,7 @@ def main(argv=None):
         res["meta"]["rendered_with"] = "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:])
         print(report.screen(res))
         if args.json_out:
-            from fdenoise.checkpoint import atomic_write
+            from core.files import atomic_write
             atomic_write(args.json_out, lambda f: json.dump(res, f, indent=1), mode="w")
             print("wrote %s" % args.json_out)
         if args.markdown:
@@ -788,7 +755,7 @@ def main(argv=None):
     log("")
     log(report.screen(res))
     if args.json_out:
-        from fdenoise.checkpoint import atomic_write
+        from core.files import atomic_write
         atomic_write(args.json_out, lambda f: json.dump(res, f, indent=1), mode="w")
         log("wrote %s" % args.json_out)
     if args.markdown:

@@ -1,14 +1,13 @@
-"""One measurement per process (issue 8): ``python -m bench.workers KIND 'JSON params'``.
+"""One measurement per process: ``python -m bench.workers KIND 'JSON params'``.
 
 ``bench.run`` starts every measurement in its own process so that peak memory is
 separable; the last line printed is ``BENCH_RESULT {json}``. Every TensorFlow session uses
 the default ``ConfigProto`` (intra/inter-op threads = number of cores), as train.py and
-eval.py do, and oneDNN as set by ``fdenoise.compat``.
+eval.py do, and oneDNN as set by ``core.compat``.
 
 Kinds: matmul, complexity, net, keras, query_block, pipeline (see the functions below), and
 many (several of them in one process).
 """
-import contextlib
 import json
 import os
 import resource
@@ -16,7 +15,7 @@ import statistics
 import sys
 import time
 
-import fdenoise.compat  # noqa: F401  (before TensorFlow: oneDNN switch, graph mode)
+import core.compat  # noqa: F401  (the TF2 workarounds, before TensorFlow loads)
 import numpy as np
 import tensorflow as tf
 
@@ -159,8 +158,8 @@ def complexity(params):
 # ----------------------------------------------------------------------------------------
 # the networks
 def _unrolled_attack(attacker, clean, label, model_fn, num_classes):
-    """The attack of ``attacks.base.Attacker.perturb`` with its K steps unrolled in the
-    graph instead of a ``tf.while_loop`` (same verbs, same work)."""
+    """The attack of ``attacks.iterative.PGDAttacker.perturb`` with its K steps unrolled in
+    the graph instead of a ``tf.while_loop`` (same verbs, same work)."""
     target = attacker.targets(clean, label, num_classes)
     adv = attacker.random_start(clean)
     state = attacker.init_state(clean)
@@ -169,22 +168,17 @@ def _unrolled_attack(attacker, clean, label, model_fn, num_classes):
         obj = tf.reduce_sum(attacker.objective(logits, label, target))
         grad = tf.gradients(obj, adv)[0]
         adv, state = attacker.step_fn(adv, grad, state)
-        adv = attacker.project(adv, clean)
+        adv = attacker.threat.project(adv, clean)
     return tf.stop_gradient(adv)
 
 
-def _ablation(params):
-    """bn_gradient='tensorflow': the ablation of nets.denoise_block._frozen_batchnorm_grad, BN
-    with TensorFlow's own gradient (FusedBatchNormGradV3) everywhere; median_gradient='network':
-    the ablation of nets.denoise_ops._median_of_9's gradient, through the exchange network."""
-    from nets.denoise_block import tensorflow_bn_gradient
-    from nets.denoise_ops import exchange_network_median_gradient
-    stack = contextlib.ExitStack()
-    if params.get("bn_gradient") == "tensorflow":
-        stack.enter_context(tensorflow_bn_gradient())
-    if params.get("median_gradient") == "network":
-        stack.enter_context(exchange_network_median_gradient())
-    return stack
+def _gradients(params):
+    """bn_gradient='tensorflow': the ablation of the frozen-BN gradient (nets/gradients.py),
+    BN with TensorFlow's own gradient (FusedBatchNormGradV3) everywhere; median_gradient=
+    'network': the ablation of the median's gradient, through the exchange network."""
+    from nets import Gradients
+    return Gradients(frozen_bn=params.get("bn_gradient") != "tensorflow",
+                     median="network" if params.get("median_gradient") == "network" else "selected")
 
 
 def net(params):
@@ -194,21 +188,17 @@ def net(params):
     attacks/) | attack_<precision>[-xla], e.g. attack_bf16, attack_fp32-xla (the same in that
     precision, with XLA: attacks/precision.py) | unrolled (the
     same K steps unrolled) | train_clean (one SGD step on clean images, BN update ops
-    included) | train_adv (PGD-K then one SGD step, fdenoise/model.py).
-    bn_gradient='tensorflow', median_gradient='network': ablations (``_ablation``).
+    included) | train_adv (PGD-K then one SGD step, model/desc.py).
+    bn_gradient='tensorflow', median_gradient='network': ablations (``_gradients``).
     """
-    with _ablation(params):
-        return _net(params)
-
-
-def _net(params):
     from tensorpack.models.registry import disable_layer_logging
     from tensorpack.tfutils.tower import TowerContext
-    from attacks import make_attacker, to_model_space
-    from attacks.attackers import NoAttack
-    from fdenoise.model import AdvModel
+
+    from attacks import NoAttack, make_attacker
+    from model import AdvModel, build_tower, network
     disable_layer_logging()
     spec = spec_from(params)
+    gradients = _gradients(params)
     batch, what, k = int(params["batch"]), params["what"], int(params.get("attack_iter", 2))
     eps = float(params.get("epsilon", 16.0))
     precision = {}
@@ -223,25 +213,24 @@ def _net(params):
         tfv1.set_random_seed(0)
         image, label = _batch_variables(spec, batch)
         if what in ("train_clean", "train_adv"):
-            model = AdvModel(spec, attacker if what == "train_adv" else NoAttack())
+            model = AdvModel(spec, attacker if what == "train_adv" else NoAttack(), gradients=gradients)
             with TowerContext("", is_training=True):
                 cost = model.build_graph(image, label)
                 opt = model.optimizer()
                 train = opt.minimize(cost)
                 fetch = tf.group(train, *tfv1.get_collection(tfv1.GraphKeys.UPDATE_OPS))
         else:
-            model = AdvModel(spec)
             with TowerContext("", is_training=False):
-                clean = to_model_space(image)
-                logits = model.logits(clean, training=False)
                 if what == "forward":
-                    fetch = logits.op
+                    fetch = build_tower(spec, image, label, gradients=gradients).logits.op
                 elif what == "attack":
-                    fetch = attacker.attack(clean, label, lambda x: model.logits(x, training=False),
-                                            spec.num_classes)[0].op
+                    fetch = build_tower(spec, image, label, attacker, gradients=gradients).adv.op
                 elif what == "unrolled":
-                    fetch = _unrolled_attack(attacker, clean, label, lambda x: model.logits(x, training=False),
-                                             spec.num_classes).op
+                    from attacks import to_model_space
+                    clean = to_model_space(image)
+                    frozen = network(spec, gradients=gradients)
+                    frozen(clean)
+                    fetch = _unrolled_attack(attacker, clean, label, frozen, spec.num_classes).op
                 else:
                     raise ValueError("unknown measurement %r" % what)
         build = time.perf_counter() - t0

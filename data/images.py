@@ -70,10 +70,6 @@ class SkippedFiles:
             self.reasons = {}
 
 
-#: The counter :func:`read_image_bgr` uses unless given another one.
-skipped_files = SkippedFiles()
-
-
 def _main_scan_start(buf):
     """Offset of the first start-of-scan (SOS) marker of a JPEG's main image, found by
     walking its marker segments (so an EXIF thumbnail's own scan is not mistaken for it);
@@ -134,8 +130,9 @@ def to_bgr_uint8(image):
 
 def read_image_bgr(path, skipped=None):
     """Decode an image file to uint8 ``[H, W, 3]`` BGR, or return None (and record the file
-    in ``skipped``, default :data:`skipped_files`) if it cannot be read or decoded."""
-    skipped = skipped_files if skipped is None else skipped
+    in ``skipped``, a :class:`SkippedFiles` of the caller's data source; without one, the skip
+    is only logged) if it cannot be read or decoded."""
+    skipped = SkippedFiles() if skipped is None else skipped
     try:
         buf = np.fromfile(path, dtype=np.uint8)
     except (OSError, ValueError) as e:

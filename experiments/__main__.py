@@ -48,7 +48,7 @@ def main(argv=None):
 
     from data.fashion_mnist import is_fashion_mnist_dir
     from experiments.report import write_report
-    from bench.run import git_commit
+    from core.provenance import git_commit
     from experiments.runner import (Layout, backfill_per_image, check_budget, load_json, machine_label,
                                     machines_summary, plan_jobs, run_all)
 

@@ -28,15 +28,12 @@ if REPO not in sys.path:
 def extract(model_file, images, labels, epsilon, seed=0):
     """-> (endpoints: dict name -> (clean, adversarial) arrays NHWC, adversarial uint8 images)."""
     import tensorflow as tf
-    from tensorpack.models import BatchNorm
-    from tensorpack.tfutils.argscope import argscope
     from tensorpack.tfutils.tower import TowerContext
 
-    from attacks import make_attacker, to_model_space
-    from fdenoise import checkpoint
-    from fdenoise.evaluation import build_session, quantize_adversarial
-    from fdenoise.model import AdvModel
-    from nets import backbone_logits
+    from attacks import make_attacker
+    from evaluation.records import quantize_adversarial
+    from evaluation.session import build_session
+    from model import build_tower, checkpoint, network
     from nets.infer import infer_arch
 
     tfv1 = tf.compat.v1
@@ -47,18 +44,13 @@ def extract(model_file, images, labels, epsilon, seed=0):
         tfv1.set_random_seed(seed)
         image = tfv1.placeholder(tf.uint8, [None, arch.image_size, arch.image_size, arch.image_channels])
         label = tfv1.placeholder(tf.int32, [None])
-        clean = to_model_space(image)
-        model = AdvModel(arch)
         with TowerContext("", is_training=False):
-            def frozen(x):
-                return model.logits(x, training=False)
-            frozen(clean)
             attacker = make_attacker("pgd", num_iter=10, epsilon=epsilon, step_size=epsilon / 10, seed=seed,
                                      per_image_seed=seed)     # eval.py's draws for the same images
-            adv, _ = attacker.attack(clean, label, frozen, arch.num_classes)
+            tower = build_tower(arch, image, label, attacker)
+            adv = tower.adv
             endpoints = {}
-            with tfv1.variable_scope(tfv1.get_variable_scope(), reuse=True), argscope(BatchNorm, training=False):
-                backbone_logits(tf.concat([clean, adv], 0), arch, endpoints)
+            network(arch, endpoints=endpoints)(tf.concat([tower.clean, adv], 0))
     sess = build_session(graph, params, model_file)
     values, adv_out = sess.run([endpoints, adv], {image: images, label: labels})
     n = len(images)
@@ -174,7 +166,7 @@ def main(argv=None):
     import numpy as np
 
     from data.fashion_mnist import load_fashion_mnist
-    from fdenoise.checkpoint import atomic_write
+    from core.files import atomic_write
     from experiments.suite import VARIANTS
 
     out_dir = os.path.join(args.out, "features")

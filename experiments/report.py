@@ -12,7 +12,7 @@ from .suite import SOURCE, SOURCE_SEED, VARIANTS
 Z95 = 1.96
 # Seeds are separate training runs; a claim is judged only when it can replicate across them.
 MIN_SEEDS = 2
-# fdenoise.evaluation.ALL_OR_NOTHING (not imported here: that module loads TensorFlow), the
+# evaluation.blackbox.ALL_OR_NOTHING (not imported here: that module loads TensorFlow), the
 # attacker name of the all-or-nothing outcome in a black-box per-image file
 ALL_OR_NOTHING = "all-or-nothing"
 
@@ -78,7 +78,7 @@ def _load_per_image(path):
     stat = os.stat(path)
     key = (path, stat.st_size, stat.st_mtime_ns)
     if key not in _PER_IMAGE_FILES:
-        from fdenoise.evaluation import load_per_image
+        from evaluation.records import load_per_image
         _PER_IMAGE_FILES[key] = load_per_image(path)
     return _PER_IMAGE_FILES[key]
 
@@ -702,7 +702,7 @@ def cost_table(out, budget, variants=VARIANTS):
                       "black-box evaluation, all seeds (s)", "total (s)"], table) + "\n\n" + _targets(timings)
 
 
-# issue 7's targets for the suite on a 2-core CPU
+# the suite's targets on a 2-core CPU
 TARGET_SUITE_HOURS, TARGET_TRAINING_SECONDS = 6, 600
 
 
@@ -879,7 +879,7 @@ def write_report(out, budget, docs, meta, progress_line):
         same_images=same_images_table(rows, budget), cost=cost_table(out, budget),
         checkpoint_cuts=checkpoint_cuts(out, budget), per_image=per_image_note(rows), min_seeds=MIN_SEEDS,
         feature_figs="\n".join("![%s](figures/%s)" % (n, n) for n in (features or {}).get("figures", [])))
-    from fdenoise.checkpoint import atomic_write
+    from core.files import atomic_write
     atomic_write(os.path.join(docs, "RESULTS.md"), lambda f: f.write(text), mode="w")
     return found
 

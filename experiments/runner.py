@@ -159,7 +159,9 @@ def check_budget(layout, budget, record=True):
     other steps, epsilon or image counts would otherwise be mixed into the tables. -> None,
     or a one-line error. The first run records its budget."""
     import dataclasses
-    wanted = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(budget))).items() if k != "seeds"}
+    unrecorded = {f.name for f in dataclasses.fields(budget) if not f.metadata.get("recorded", True)}
+    wanted = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(budget))).items()
+              if k != "seeds" and k not in unrecorded}
     recorded = load_json(layout.budget_file())
     if recorded is None:
         if record:
@@ -199,13 +201,9 @@ def matched_groups(budget):
 
 
 def machine_label():
-    """This machine in one line: cores, CPU model and the vector instructions that set
-    TensorFlow's CPU speed (the same model name comes with and without AVX-512)."""
-    from bench.run import machine_info
-    info = machine_info()
-    flags = info.get("cpu_flags")
-    return "%d-core %s%s, no GPU" % (info.get("cores") or 0, info.get("cpu", "unknown CPU"),
-                                     " (%s)" % " ".join(flags) if flags else "")
+    """This machine in one line (core.provenance)."""
+    from core.provenance import machine_label as label
+    return label()
 
 
 def machines_summary(layout):
@@ -235,14 +233,13 @@ def plan_jobs(variants, budget, layout, data, python=sys.executable):
 
     def train_job(variant, seed):
         d = layout.model_dir(variant, seed)
+        # the budget's preset, its one pass cut into ``checkpoints`` epochs (the schedule is per step)
         argv = py + [os.path.join(REPO, "train.py")] + common + [
-            "--arch", "S14", "--width", str(budget.width), "--batch", str(budget.batch),
-            "--attack-iter", "0" if variant.clean_training else str(budget.train_attack_iter),
-            "--attack-epsilon", "%g" % budget.epsilon,
+            "--preset", budget.preset,
             "--epochs", str(budget.checkpoints), "--steps-per-epoch", str(budget.steps // budget.checkpoints),
-            "--base-lr", "%g" % budget.base_lr, "--lr-decay-epochs", "%g" % (budget.lr_decay_at * budget.checkpoints),
-            "--eval-attack-iters", "0", "--eval-limit", "1000",
-            "--eval-long-attack-iter", "0", "--seed", str(seed), "--logdir", d] + list(variant.arch_flags)
+            "--lr-decay-epochs", "%g" % (budget.lr_decay_at * budget.checkpoints),
+            "--seed", str(seed), "--logdir", d] + (["--attack-iter", "0"] if variant.clean_training else []) + \
+            list(variant.arch_flags)
         return Job("train/%s/seed%d" % (variant.name, seed), argv, layout.model_file(variant, seed),
                    layout.log("train/%s/seed%d" % (variant.name, seed)), diverged_ok=True)
 
@@ -324,7 +321,7 @@ def load_json(path, default=None):
 
 def write_json(path, obj):
     """Writes ``obj`` as JSON atomically (a crash leaves the old file or none, never half)."""
-    from fdenoise.checkpoint import atomic_write
+    from core.files import atomic_write
     atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1, sort_keys=True)), mode="w")
 
 

@@ -15,6 +15,8 @@ Rows and where they come from in the paper:
 import dataclasses
 from typing import Tuple
 
+from config.presets import PRESETS
+
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
@@ -76,7 +78,9 @@ class TransferAttack:
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
-    """How much compute every model gets. ``full`` is the published suite."""
+    """How much compute every model gets. ``full`` is the published suite. The training recipe
+    is a preset of config/presets.py (``preset``), named to train.py; the fields below repeat
+    its values (``from_preset``) so that budget.json records what a run used."""
     name: str
     steps: int                  # SGD steps of batch ``batch``
     batch: int
@@ -94,8 +98,9 @@ class Budget:
     transfer_count: int = 5     # how many of the transfer attacks below
     # train.py checkpoints at epoch ends: the run is cut into this many "epochs" of
     # steps / checkpoints steps, so a killed training resumes instead of starting again.
-    # The schedule is per step (fdenoise/schedule.py), so the cut changes nothing else.
+    # The schedule is per step (training/schedule.py), so the cut changes nothing else.
     checkpoints: int = 4
+    preset: str = dataclasses.field(default="demo", metadata={"recorded": False})
 
     def __post_init__(self):
         if self.steps % self.checkpoints:
@@ -121,6 +126,15 @@ class Budget:
         )
 
 
+def from_preset(name, preset, **evaluation):
+    """A budget whose training recipe is the preset ``preset`` (one pass of its steps)."""
+    p = PRESETS[preset]
+    steps = p.steps_per_epoch * p.epochs
+    return Budget(name, steps=steps, batch=p.batch, train_attack_iter=p.train_attack_iter, base_lr=p.base_lr,
+                  lr_decay_at=p.lr_decay_epochs[0] / p.epochs, epsilon=p.epsilon, width=p.width, preset=preset,
+                  **evaluation)
+
+
 BUDGETS = {
     # Meant for about 6 hours on a 2-core CPU. Measured (docs/RESULTS.md, "What the run
     # cost"): on a 2-core AVX-512 machine the whole suite, 3 seeds of every model with the
@@ -129,14 +143,13 @@ BUDGETS = {
     # (docs/archive), with other work beside it, 2 seeds took about 15 hours. The Gaussian
     # non-local, median and bilateral models cost 4-7x the baseline per step at 28x28, so the
     # long attacks run on subsets (PGD-100: 500 images, PGD-1000: 100).
-    # The recipe is the README demo's: S14 of width 8, PGD-3 training, 400 steps of 128.
-    "full": Budget("full", steps=400, batch=128, train_attack_iter=3, base_lr=0.4, lr_decay_at=0.75,
-                   seeds=(1, 2, 3), white_box=((0, None), (10, None), (100, 500), (1000, 100)),
-                   black_box_images=2000),
+    # The recipe is the README demo's (the demo preset): S14 of width 8, PGD-3 training, 400
+    # steps of 128.
+    "full": from_preset("full", "demo", seeds=(1, 2, 3),
+                        white_box=((0, None), (10, None), (100, 500), (1000, 100)), black_box_images=2000),
     # The test suite's budget: a few steps on a slice, to exercise every code path.
-    "tiny": Budget("tiny", steps=3, batch=16, train_attack_iter=1, base_lr=0.1, lr_decay_at=0.75,
-                   seeds=(1,), white_box=((0, 32), (2, 32), (3, 16)), black_box_images=32, width=4,
-                   feature_images=16, transfer_count=2, checkpoints=1),
+    "tiny": from_preset("tiny", "tiny", seeds=(1,), white_box=((0, 32), (2, 32), (3, 16)), black_box_images=32,
+                        feature_images=16, transfer_count=2, checkpoints=1),
 }
 
 

@@ -107,5 +107,5 @@ def main():
 
 
 if __name__ == "__main__":
-    import fdenoise.compat  # noqa: F401
+    import core.compat  # noqa: F401  (the TF2 workarounds, before TensorFlow loads)
     main()

@@ -1,18 +1,20 @@
 """Denoising operations of Sec. 4.2: the blue box of Fig. 4 and Fig. 5.
 
 A registry from name to op: adding a filter is one decorated function
-``op(x, spec, data_format) -> y`` with ``y`` of the shape of ``x``. Ops create their
+``op(x, spec, data_format, gradients=FAST) -> y`` with ``y`` of the shape of ``x``
+(``gradients``: nets/gradients.py; only ops with a choice of gradient read it). Ops create their
 variables (if any) in the caller's variable scope, under the names of the released
 checkpoints (``embedding_theta/W``, ``embedding_phi/W``).
 
 Every op works in both layouts, NHWC and NCHW, and is checked against a numpy
 implementation of its equation in ``tests/reference_ops.py``.
 """
-import contextlib
 import math
 
 import tensorflow as tf
 from tensorpack.models import Conv2D, MaxPooling
+
+from .gradients import FAST
 
 tfv1 = tf.compat.v1
 
@@ -110,7 +112,7 @@ def _weighted_mean(weights, v, data_format):
 
 
 @register("nonlocal")
-def nonlocal_gaussian(x, spec, data_format):
+def nonlocal_gaussian(x, spec, data_format, gradients=FAST):
     """Gaussian (softmax) non-local means: f = exp(theta(x_i)^T phi(x_j) / sqrt(d)),
     C = sum_j f (Sec. 4.2). d is the embedding's channel count (C/2).
 
@@ -135,7 +137,7 @@ def nonlocal_gaussian(x, spec, data_format):
 
 
 @register("nonlocal-dot")
-def nonlocal_dot(x, spec, data_format):
+def nonlocal_dot(x, spec, data_format, gradients=FAST):
     """Dot-product non-local means: f = x_i^T x_j, C(x) = N (Sec. 4.2); no parameters
     unless ``spec.embed``. N is the number of positions summed over (that of x_j).
 
@@ -192,7 +194,7 @@ def _valid_masks(x, kernel_size, data_format):
 
 
 @register("mean")
-def mean_filter(x, spec, data_format):
+def mean_filter(x, spec, data_format, gradients=FAST):
     """k x k mean filter: "average pooling with a stride of 1" (Sec. 4.2), same size; at the
     borders the average is over the neighbours inside the map (TensorFlow's SAME pooling).
     TensorFlow has no NCHW average pooling on CPUs, so NCHW pools in NHWC in between."""
@@ -209,27 +211,14 @@ _MEDIAN9_NETWORK = ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 
                     (0, 3), (5, 8), (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2))
 
 
-_MEDIAN_GRADIENT = {"selected": True}
-
-
-@contextlib.contextmanager
-def exchange_network_median_gradient():
-    """Medians built inside backpropagate through the exchange network's min/max ops (the
-    ablation ``python -m bench.run`` measures against ``_median_of_9``'s gradient)."""
-    saved, _MEDIAN_GRADIENT["selected"] = _MEDIAN_GRADIENT["selected"], False
-    try:
-        yield
-    finally:
-        _MEDIAN_GRADIENT["selected"] = saved
-
-
-def _median_of_9(values):
-    """Element-wise median of 9 tensors. Forward: the exchange network. Gradient: all of dy
-    to the input equal to the median (the first one, on ties: any one of them is a valid
-    subgradient, and only one may take it). Backpropagating through the 38 min/max ops
-    instead costs 38 select pairs; this is 9 comparisons (`python -m bench.run` measures both,
-    in its section "Median filter gradient (ablation)")."""
-    if not _MEDIAN_GRADIENT["selected"]:
+def _median_of_9(values, gradients=FAST):
+    """Element-wise median of 9 tensors. Forward: the exchange network. Gradient
+    (``gradients.median == "selected"``): all of dy to the input equal to the median (the
+    first one, on ties: any one of them is a valid subgradient, and only one may take it).
+    Backpropagating through the 38 min/max ops instead ("network") costs 38 select pairs;
+    this is 9 comparisons (`python -m bench.run` measures both, in its section "Median filter
+    gradient (ablation)")."""
+    if gradients.median == "network":
         return _exchange_network(values)
 
     @tf.custom_gradient
@@ -257,7 +246,7 @@ def _exchange_network(values):
 
 
 @register("median")
-def median_filter(x, spec, data_format):
+def median_filter(x, spec, data_format, gradients=FAST):
     """Eq. (3): y_i = median{x_j : j in Omega(i)}, per channel, over a k x k window of the
     symmetrically padded map (so every window holds k*k values and the median is one of
     them). The gradient flows to the selected element: for 3x3 the median comes from an
@@ -267,7 +256,7 @@ def median_filter(x, spec, data_format):
         return tf.identity(x)
     windows = _shifted_windows(x, spec.kernel_size, data_format, mode="SYMMETRIC")
     if spec.kernel_size == 3:
-        return _median_of_9(windows)
+        return _median_of_9(windows, gradients)
     k2 = spec.kernel_size ** 2
     top = tf.math.top_k(tf.stack(windows, axis=-1), k=k2 // 2 + 1, sorted=True).values
     return top[..., -1]
@@ -299,19 +288,19 @@ def _bilateral(x, spec, data_format, gaussian):
 
 
 @register("bilateral")
-def bilateral_gaussian(x, spec, data_format):
+def bilateral_gaussian(x, spec, data_format, gradients=FAST):
     """Gaussian bilateral filter: the Gaussian weights of Eq. (1) over a local window."""
     return _bilateral(x, spec, data_format, gaussian=True)
 
 
 @register("bilateral-dot")
-def bilateral_dot(x, spec, data_format):
+def bilateral_dot(x, spec, data_format, gradients=FAST):
     """Dot-product bilateral filter: f = x_i^T x_j, C = |Omega(i)|."""
     return _bilateral(x, spec, data_format, gaussian=False)
 
 
 @register("null")
-def null_op(x, spec, data_format):
+def null_op(x, spec, data_format, gradients=FAST):
     """The "null" version (Sec. 6.1): no denoising; the block is a 1x1 conv + residual."""
     return tf.identity(x)
 

@@ -10,28 +10,30 @@ from tensorpack.models import (BatchNorm, Conv2D, FullyConnected, GlobalAvgPooli
 from tensorpack.tfutils.argscope import argscope
 
 from .denoise_block import batchnorm, denoising_block
+from .gradients import FAST
 from .spec import RESNEXT_CARDINALITY, RESNEXT_GROUP_WIDTH
 
 
-def _bn_relu(data_format, zero_init=False):
-    return lambda x: tf.nn.relu(batchnorm(x, data_format, zero_init=zero_init))
+def _bn_relu(data_format, zero_init=False, gradients=FAST):
+    return lambda x: tf.nn.relu(batchnorm(x, data_format, zero_init=zero_init, gradients=gradients))
 
 
-def _bn(data_format, zero_init=False):
-    return lambda x: batchnorm(x, data_format, zero_init=zero_init)
+def _bn(data_format, zero_init=False, gradients=FAST):
+    return lambda x: batchnorm(x, data_format, zero_init=zero_init, gradients=gradients)
 
 
-def bottleneck_block(x, width, out_channels, stride, data_format, groups=1):
+def bottleneck_block(x, width, out_channels, stride, data_format, groups=1, gradients=FAST):
     """conv1 1x1 -> conv2 3x3 (carries the stride; grouped for ResNeXt) -> conv3 1x1, each
     with BN; the last BN starts at gamma = 0 (Goyal et al. Sec. 5.1). A projection shortcut
     ``convshortcut`` where the shape changes."""
     in_channels = x.shape.as_list()[1 if data_format == "NCHW" else 3]
     shortcut = x
-    y = Conv2D("conv1", x, width, 1, activation=_bn_relu(data_format))
-    y = Conv2D("conv2", y, width, 3, strides=stride, split=groups, activation=_bn_relu(data_format))
-    y = Conv2D("conv3", y, out_channels, 1, activation=_bn(data_format, zero_init=True))
+    y = Conv2D("conv1", x, width, 1, activation=_bn_relu(data_format, gradients=gradients))
+    y = Conv2D("conv2", y, width, 3, strides=stride, split=groups, activation=_bn_relu(data_format, gradients=gradients))
+    y = Conv2D("conv3", y, out_channels, 1, activation=_bn(data_format, zero_init=True, gradients=gradients))
     if in_channels != out_channels or stride != 1:
-        shortcut = Conv2D("convshortcut", x, out_channels, 1, strides=stride, activation=_bn(data_format))
+        shortcut = Conv2D("convshortcut", x, out_channels, 1, strides=stride,
+                          activation=_bn(data_format, gradients=gradients))
     return tf.nn.relu(y + shortcut)
 
 
@@ -44,7 +46,7 @@ def _stage_shape(spec, stage):
     return width, 4 * width, 1
 
 
-def backbone_logits(image, spec, endpoints=None):
+def backbone_logits(image, spec, endpoints=None, gradients=FAST):
     """Logits of the network ``spec`` (an ArchSpec) for ``image``, NHWC float in [-1, 1].
 
     ``endpoints``, if a dict, receives the intermediate feature maps (in ``spec.data_format``)
@@ -52,6 +54,8 @@ def backbone_logits(image, spec, endpoints=None):
     stage only, before it, with ``at="all"`` after the last block's denoising) and,
     per denoising block, ``<name>/input``, ``<name>/denoised`` (after the denoising operation,
     before the 1x1 conv: the blue box of Fig. 4, shown in Fig. 3) and ``<name>/output``.
+
+    ``gradients``: which gradient implementations the graph carries (nets/gradients.py).
 
     Tensorpack layers, so variables are created on first use and reused when the caller's
     variable scope says so; BN follows tensorpack's tower context unless an argscope says
@@ -63,7 +67,7 @@ def backbone_logits(image, spec, endpoints=None):
 
     def bottleneck_for_denoise(x):
         c = x.shape.as_list()[1 if df == "NCHW" else 3]
-        return bottleneck_block(x, c // 4, c, 1, df)
+        return bottleneck_block(x, c // 4, c, 1, df, gradients=gradients)
 
     with argscope([Conv2D, MaxPooling, GlobalAvgPooling, BatchNorm], data_format=df), \
             argscope(Conv2D, use_bias=False,
@@ -73,9 +77,9 @@ def backbone_logits(image, spec, endpoints=None):
                          scale=2.0, mode="fan_out", distribution="untruncated_normal")):
         if spec.family == "small":
             # 28x28 / 32x32 inputs: a 3x3 stem and no max-pool, so res2 works at full size.
-            x = Conv2D("conv0", image, spec.width, 3, strides=1, activation=_bn_relu(df))
+            x = Conv2D("conv0", image, spec.width, 3, strides=1, activation=_bn_relu(df, gradients=gradients))
         else:
-            x = Conv2D("conv0", image, 64, 7, strides=2, activation=_bn_relu(df))
+            x = Conv2D("conv0", image, 64, 7, strides=2, activation=_bn_relu(df, gradients=gradients))
             x = MaxPooling("pool0", x, 3, strides=2, padding="SAME")
 
         for stage, num_blocks in enumerate(spec.blocks_per_stage):
@@ -84,17 +88,17 @@ def backbone_logits(image, spec, endpoints=None):
                 for i in range(num_blocks):
                     stride = 2 if (i == 0 and stage > 0) else 1
                     with tf.compat.v1.variable_scope("block%d" % i):
-                        x = bottleneck_block(x, width, out_channels, stride, df, groups)
+                        x = bottleneck_block(x, width, out_channels, stride, df, groups, gradients)
                         if den.enabled and den.at == "all":
                             # Sec. 6.2: "one denoising block after each residual block".
                             x = denoising_block("non_local", x, den, df, bottleneck_for_denoise,
-                                                endpoints, "res%d/block%d/denoise" % (stage + 2, i))
+                                                endpoints, "res%d/block%d/denoise" % (stage + 2, i), gradients)
             if endpoints is not None:
                 endpoints.setdefault("res%d" % (stage + 2), x)
             if den.enabled and den.at == "groups":
                 # Sec. 6: "each is added after the last residual block of res2..res5".
                 x = denoising_block("group%d_denoise" % stage, x, den, df, bottleneck_for_denoise,
-                                    endpoints, "res%d/denoise" % (stage + 2))
+                                    endpoints, "res%d/denoise" % (stage + 2), gradients)
 
         x = GlobalAvgPooling("gap", x)
         # The FC layer initialised from N(0, 0.01) (Goyal et al. Sec. 5.1).

@@ -29,12 +29,11 @@ export TF_CPP_MIN_LOG_LEVEL=2
 cd "$ROOT"
 start=$(date +%s)
 
-# The Fashion-MNIST recipe (README, docs/DEMO.md): small-image ResNet S14 of width 8,
-# targeted PGD-3 adversarial training at epsilon 25.5 (0..255 scale), batch 128, one pass
-# of STEPS steps with the learning rate divided by 10 at 75%.
-RECIPE=(--data "$DATA" --dataset fashion-mnist --arch S14 --width 8 --attack-iter 3 --batch 128
-        --epochs 1 --steps-per-epoch "$STEPS" --base-lr 0.4 --lr-decay-epochs 0.75
-        --eval-attack-iters 0 --eval-limit 1000 --eval-long-attack-iter 0 --seed 1)
+# The recipe is the demo preset (config/presets.py; README, docs/DEMO.md): small-image ResNet
+# S14 of width 8, targeted PGD-3 adversarial training at epsilon 25.5 (0..255 scale), batch
+# 128, one pass of 400 steps with the learning rate divided by 10 at 75%.
+RECIPE=(--data "$DATA" --dataset fashion-mnist --preset demo)
+[ "$STEPS" = 400 ] || RECIPE+=(--steps-per-epoch "$STEPS")
 
 MODELS=("denoise:--denoise nonlocal-dot")
 [ "$BASELINE" = 1 ] && MODELS+=("baseline:")

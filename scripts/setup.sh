@@ -280,7 +280,7 @@ else
 fi
 
 # ---- 4. this project, editable --------------------------------------------------------
-if ! "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('fdenoise') is None)" 2>/dev/null \
+if ! "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('core.compat') is None)" 2>/dev/null \
    || [ ! -f "$VENV/.project-stamp" ] || [ "$ROOT/setup.cfg" -nt "$VENV/.project-stamp" ]; then
   step "4/5 installing this project (editable)"
   (cd "$ROOT" && pip_quiet install -q --no-deps --no-build-isolation -e .) || fail "4/5 pip install -e ."
@@ -318,7 +318,7 @@ fi
 step "checking the environment"
 "$PY" - "$TF_PIN" <<'PYEOF' || fail "check: imports / versions"
 import sys
-import fdenoise  # the project first: its compatibility module must run before TensorFlow loads
+import core.compat  # the project first: its compatibility module must run before TensorFlow loads
 import tensorflow as tf, tensorpack, cv2, numpy, horovod
 import horovod.tensorflow as hvd
 assert tf.__version__ == sys.argv[1], (tf.__version__, sys.argv[1])

@@ -1,4 +1,4 @@
-"""Issue 4, last part: fp16/bf16 attack iterations with loss scaling, and XLA compilation of
+"""fp16/bf16 attack iterations with loss scaling, and XLA compilation of
 the attack step (attacks/precision.py, Attacker(precision=..., xla=...)).
 
 Tiny nets (S14 of width 4 on 28x28x1) with non-trivial BN and classifier values, so that
@@ -10,11 +10,13 @@ import pytest
 import tensorflow as tf
 from tensorpack.tfutils.tower import TowerContext
 
-from attacks import PIXEL_SCALE, AttackError, PGDAttacker, make_attacker
+from attack_builders import PGDAttacker
+from attacks import PIXEL_SCALE, AttackError, make_attacker
 from attacks.precision import scaled_input_gradient
-from fdenoise import checkpoint
-from fdenoise.flags import attacker_from_args
-from fdenoise.model import AdvModel
+from model import checkpoint
+from config.presets import PRESETS
+from config.flags import attacker_from_args
+from model import AdvModel
 from helpers import REPO
 from nets import ArchSpec, DenoiseSpec
 
@@ -44,7 +46,7 @@ def _batch(n=8, seed=1):
 
 
 def run_training_tower(attacker, denoise=None, n=8, partition_graphs=False):
-    """The training tower of fdenoise.model (attack, then the fp32 loss) on a randomised tiny
+    """The training tower of model.desc (attack, then the fp32 loss) on a randomised tiny
     net. -> dict: adv, clean, target, logits (fp32, of adv), variables before/after the
     attack, the variables' (name, shape, dtype), and the op types of the run's graph."""
     spec = ArchSpec(denoise=DenoiseSpec(denoise), **TINY)
@@ -317,8 +319,8 @@ def test_options_validation_and_description():
         PGDAttacker(16, 1, 10, precision="fp8")
     with pytest.raises(AttackError, match="loss scale"):
         PGDAttacker(16, 1, 10, precision="fp16", loss_scale=-1)
-    assert PGDAttacker(16, 1, 10, precision="fp16").loss_scale == 2.0 ** 10
-    assert PGDAttacker(16, 1, 10, precision="bf16").loss_scale == 0
+    assert PGDAttacker(16, 1, 10, precision="fp16").precision.loss_scale == 2.0 ** 10
+    assert PGDAttacker(16, 1, 10, precision="bf16").precision.loss_scale == 0
     desc = make_attacker("pgd", 10, precision="bf16", xla=True).describe()
     assert "bf16" in desc and "xla" in desc
     assert "fp32" not in make_attacker("pgd", 10).describe()
@@ -331,8 +333,8 @@ def test_train_flags_apply_to_the_training_attack_only():
     train = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(train)
     args = train.parse_args(["--attack-precision", "fp16", "--attack-xla", "--attack-loss-scale", "256"])
-    training = attacker_from_args(args, "fashion-mnist", 7, 0.2, precision_flags=True)
-    evaluation = attacker_from_args(args, "fashion-mnist", 10)
+    training = attacker_from_args(args, PRESETS["fashion-mnist"], 7, 0.2, precision_flags=True).precision
+    evaluation = attacker_from_args(args, PRESETS["fashion-mnist"], 10).precision
     assert (training.precision, training.xla, training.loss_scale) == ("fp16", True, 256.0)
     assert (evaluation.precision, evaluation.xla) == ("fp32", False)
     with pytest.raises(SystemExit):

@@ -1,13 +1,13 @@
-"""Issue 4: the attackers' invariants, on models where the right answer is known."""
+"""The attackers' invariants, on models where the right answer is known."""
 import numpy as np
 import pytest
 import tensorflow as tf
 from tensorpack.tfutils.tower import TowerContext
 
 import attacks
-from attacks import (PIXEL_SCALE, FGSMAttacker, IFGSMAttacker, MIFGSMAttacker, PGDAttacker, RestartAttacker,
-                     make_attacker, per_image_metrics, sample_targets)
-from fdenoise.model import AdvModel
+from attack_builders import FGSMAttacker, IFGSMAttacker, MIFGSMAttacker, PGDAttacker, RestartAttacker
+from attacks import PIXEL_SCALE, Draws, LinfBall, make_attacker, per_image_metrics
+from model import AdvModel
 from nets import ArchSpec, DenoiseSpec
 
 tfv1 = tf.compat.v1
@@ -102,7 +102,7 @@ def linear_np(x):
 def test_epsilon_zero_leaves_the_image_unchanged(make):
     clean, labels = random_images()
     a = make()
-    a.epsilon = 0.0
+    a.threat = LinfBall(0.0)
     adv, _, _ = run_attack(a, clean, labels)
     np.testing.assert_array_equal(adv, clean)
 
@@ -128,7 +128,7 @@ def test_target_distribution_is_uniform_over_the_other_classes():
     g = tf.Graph()
     with g.as_default():
         label = tf.constant(np.repeat(np.arange(K, dtype=np.int32), 400))
-        target = sample_targets(label, K)
+        target = Draws().targets(label, K)
         with tfv1.Session() as sess:
             t = sess.run(target)
     labels = np.repeat(np.arange(K), 400)
@@ -210,7 +210,7 @@ def test_per_image_draws_do_not_depend_on_batch_or_order():
 def test_per_image_keys_are_the_pixels_not_the_float_bits():
     """The same uint8 image gives the same key when its float form differs in the last bits
     (another device's arithmetic, or -0.0), and another image gives another key."""
-    from attacks.base import image_keys
+    from attacks.draws import image_keys
     pixels = np.random.RandomState(7).randint(0, 256, size=(16, 4, 4, 3)).astype(np.float32)
     x = pixels * PIXEL_SCALE - 1.0
     nudged = np.nextafter(x, np.float32(2.0))

@@ -1,4 +1,4 @@
-"""Issue 2, item 5: every workaround in fdenoise/compat.py, each with a test that fails
+"""Every workaround in core/compat.py, each with a test that fails
 without it (the 'without' half runs in a fresh interpreter that does not import it)."""
 import json
 import textwrap
@@ -21,7 +21,7 @@ def test_graph_mode_without_a_trainer():
     """
     without = _python(code.format(imp=""))
     assert "PLACEHOLDER_OK" not in without.stdout and "eager" in without.stdout.lower()
-    with_fix = _python(code.format(imp="import fdenoise"))
+    with_fix = _python(code.format(imp="import core.compat"))
     assert "PLACEHOLDER_OK" in with_fix.stdout, with_fix.stdout
 
 
@@ -50,7 +50,7 @@ def test_tensorpack_layers_build_on_keras_2():
                               text=True, timeout=120)
     without = python(code.format(imp=""))
     assert "CONV2D_OK" not in without.stdout and "not available with Keras 3" in without.stderr, without.stderr[-2000:]
-    with_fix = python(code.format(imp="import fdenoise"))
+    with_fix = python(code.format(imp="import core.compat"))
     assert "CONV2D_OK" in with_fix.stdout, with_fix.stderr[-3000:]
 
 
@@ -64,7 +64,7 @@ def test_horovod_trainer_global_variables():
     """
     without = _python(code.format(imp=""))
     assert "GLOBAL_VARIABLES_OK" not in without.stdout and "AttributeError" in without.stdout
-    with_fix = _python(code.format(imp="import fdenoise"))
+    with_fix = _python(code.format(imp="import core.compat"))
     assert "GLOBAL_VARIABLES_OK" in with_fix.stdout, with_fix.stdout
 
 
@@ -72,8 +72,8 @@ def test_single_process_horovod_trainer_runs():
     """HorovodTrainer.initialize is where TF2 broke: a world of one must train."""
     code = """
         import json, numpy as np, tensorflow as tf
-        import fdenoise
-        from fdenoise.dist import horovod
+        import core.compat
+        from core.dist import horovod
         from tensorpack import HorovodTrainer, ModelDesc, TrainConfig, launch_train_with_config
         from tensorpack.callbacks import Callback
         from tensorpack.dataflow import DataFromList
@@ -109,7 +109,7 @@ def test_nchw_conv_and_max_pool_run_in_process():
     """4. oneDNN: NCHW Conv2D (forward and gradient) and MaxPool (gradient) run in this
     pytest process. TensorFlow's default CPU kernels are NHWC-only, and oneDNN, which has
     NCHW ones, is on by default only on AVX-512-class CPUs; conftest.py imports
-    fdenoise.compat, which turns it on before TensorFlow is loaded. (5 channels: no NHWC
+    core.compat, which turns it on before TensorFlow is loaded. (5 channels: no NHWC
     max-pool elsewhere in the suite has these dimensions; see tests/test_denoise_ops.py.)"""
     import numpy as np
     import tensorflow as tf
@@ -158,6 +158,6 @@ def test_tensorpack_failure_message_is_logged_without_a_logging_error():
     """
     without = _python(code.format(imp=""))
     assert "--- Logging error ---" in without.stdout and "Traceback" in without.stdout
-    with_fix = _python(code.format(imp="import fdenoise"))
+    with_fix = _python(code.format(imp="import core.compat"))
     assert "LOGGED_OK" in with_fix.stdout and "Training failed at global_step= 6" in with_fix.stdout
     assert "Logging error" not in with_fix.stdout and "Traceback" not in with_fix.stdout

@@ -1,4 +1,4 @@
-"""Issue 3: every architecture reports parameters and FLOPs (nets/complexity.py)."""
+"""Every architecture reports parameters and FLOPs (nets/complexity.py)."""
 
 from nets import ArchSpec, DenoiseSpec
 from nets.complexity import complexity

@@ -2,7 +2,7 @@
 tests/reference_ops.py (the paper's Eq. 1-3), in both layouts, and their gradients
 against finite differences.
 
-NCHW kernels need oneDNN on CPUs without AVX-512, which fdenoise/compat.py turns on
+NCHW kernels need oneDNN on CPUs without AVX-512, which core/compat.py turns on
 before TensorFlow is imported.
 
 oneDNN's max pooling (TF 2.15.1) caches its primitives by logical dimensions, not by
@@ -10,7 +10,6 @@ layout: in one process, an NHWC MaxPool run after an NCHW one of the same dimens
 returns wrong values. So NCHW tests use NCHW_EXTRA_BATCH more images than NHWC ones, and
 the two layouts never pool tensors of the same dimensions.
 """
-import contextlib
 
 import numpy as np
 import pytest
@@ -220,17 +219,14 @@ def test_median_gradient_equals_the_exchange_networks_where_the_median_is_unique
     """The median's own gradient and the ablation's (back through the exchange network,
     what bench.run measures it against) agree on distinct values, and the switch really
     builds the other graph (min/max gradients, no custom-gradient node)."""
-    from nets.denoise_block import tensorflow_gradients_only
-    from nets.denoise_ops import exchange_network_median_gradient
+    from nets import FAST, TENSORFLOW_ONLY, Gradients
     x = distinct_input((2, 5, 6, 3), seed=5).astype("float32")
     r = np.random.RandomState(6).randn(*x.shape).astype("float32")
     grads, op_types = {}, {}
-    for name, switch in (("ours", None), ("network", exchange_network_median_gradient),
-                         ("export", tensorflow_gradients_only)):
+    for name, gradients in (("ours", FAST), ("network", Gradients(median="network")), ("export", TENSORFLOW_ONLY)):
         with tf.Graph().as_default() as g:
-            with switch() if switch else contextlib.nullcontext():
-                inp = tf.constant(x)
-                out = DENOISE_OPS["median"](inp, DenoiseSpec("median"), "NHWC")
+            inp = tf.constant(x)
+            out = DENOISE_OPS["median"](inp, DenoiseSpec("median"), "NHWC", gradients=gradients)
             grad = tf.gradients(tf.reduce_sum(out * r), inp)[0]
             with tfv1.Session() as sess:
                 grads[name] = sess.run(grad)

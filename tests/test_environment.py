@@ -1,4 +1,4 @@
-"""Issue 2: the environment the set-up script builds, and a real 2-rank Horovod run."""
+"""The environment the set-up script builds, and a real 2-rank Horovod run."""
 import configparser
 import re
 
@@ -81,7 +81,7 @@ def test_two_rank_horovod_trainer(tmp_path):
     w_alone, _ = _softmax_regression_step(r0["W0"].astype(np.float64), r0["b0"].astype(np.float64),
                                           r0["x0"].astype(np.float64), r0["y0"], 0.5)
     assert not np.allclose(r0["W1"], w_alone, atol=1e-4)
-    # fdenoise's RankWeightsCheck (issue 9): ranks in step after the epoch ...
+    # training.callbacks' RankWeightsCheck: ranks in step after the epoch ...
     for r in (r0, r1):
         assert float(r["train_variables_differing"]) == 0 and float(r["train_weight_spread"]) == 0
         assert list(r["check_0_differing"]) == [] and str(r["check_0_verdict"]) == "ok"

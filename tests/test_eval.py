@@ -1,4 +1,4 @@
-"""Issue 6: eval.py white-box and black-box modes, strict loading, export, distribution."""
+"""eval.py white-box and black-box modes, strict loading, export, distribution."""
 import json
 import os
 
@@ -8,7 +8,9 @@ import pytest
 import tensorflow as tf
 from tensorpack.tfutils.tower import TowerContext
 
-from fdenoise import checkpoint, evaluation
+from evaluation import blackbox, records, session
+from evaluation.predictor import Predictor
+from model import checkpoint
 from helpers import PYTHON, REPO, horovodrun, run
 from nets import ArchSpec, DenoiseSpec, backbone_logits
 from nets.infer import infer_arch
@@ -103,8 +105,8 @@ def test_distributed_evaluation_equals_a_single_process(model_npz, tmp_path):
         for m in ("top1_error", "top5_error", "attack_success"):
             assert two[name][m] == pytest.approx(one[name][m], abs=1e-12), (name, m)
     # rank 0 wrote the per-image file of one process: every image in its place
-    labels1, per_image1 = evaluation.load_per_image(str(tmp_path / "one.npz"))
-    labels2, per_image2 = evaluation.load_per_image(str(tmp_path / "two.npz"))
+    labels1, per_image1 = records.load_per_image(str(tmp_path / "one.npz"))
+    labels2, per_image2 = records.load_per_image(str(tmp_path / "two.npz"))
     np.testing.assert_array_equal(labels2, labels1)
     assert len(labels1) == 50 and sorted(per_image2) == sorted(per_image1)
     for key in per_image1:
@@ -118,8 +120,8 @@ def test_distributed_evaluation_equals_a_single_process(model_npz, tmp_path):
     # the attack did something, and another --seed draws other targets
     assert one["pgd2"]["top1_error"] > one["clean"]["top1_error"] or one["pgd2"]["attack_success"] > 0
     eval_py(*args, "--batch", "8", "--seed", "1", "--per-image", tmp_path / "seed1.npz")
-    _, seed0 = evaluation.load_per_image(str(tmp_path / "one.npz"))
-    _, seed1 = evaluation.load_per_image(str(tmp_path / "seed1.npz"))
+    _, seed0 = records.load_per_image(str(tmp_path / "one.npz"))
+    _, seed1 = records.load_per_image(str(tmp_path / "seed1.npz"))
     assert not np.array_equal(seed0[("attack_success", "clean")], seed1[("attack_success", "clean")]) or \
         not np.array_equal(seed0[("top1_error", "pgd2")], seed1[("top1_error", "pgd2")])
 
@@ -155,7 +157,7 @@ def test_black_box_directory_predictions(model_npz, tmp_path):
 def test_all_or_nothing_on_a_hand_made_case():
     truth = {"x": 1, "y": 2, "z": 3}
     preds = {"atk1": {"x": 1, "y": 2, "z": 0}, "atk2": {"x": 1, "y": 5, "z": 3}, "atk3": {"x": 1, "y": 2}}
-    r = evaluation.all_or_nothing(truth, preds)
+    r = blackbox.all_or_nothing(truth, preds)
     # x is right under every attacker; y fails atk2; z fails atk1 and is missing from atk3
     assert r["all_or_nothing_accuracy"] == pytest.approx(1 / 3)
     assert r["per_attacker_accuracy"] == {"atk1": pytest.approx(2 / 3), "atk2": pytest.approx(2 / 3),
@@ -166,7 +168,7 @@ def test_all_or_nothing_cli(model_npz, tmp_path):
     for atk in ("atk1", "atk2"):
         _write_images(tmp_path / atk)
     os.remove(tmp_path / "atk2" / "b_gray.png")
-    predictor = evaluation.Predictor(SMALL, checkpoint.read_checkpoint(str(model_npz))[0])
+    predictor = Predictor(SMALL, checkpoint.read_checkpoint(str(model_npz))[0])
     from eval import predict_directory
     names, logits = predict_directory(predictor, str(tmp_path / "atk1"), 8, False)
     truth = dict(zip(names, logits.argmax(1)))          # the model is right on every atk1 image
@@ -178,20 +180,20 @@ def test_all_or_nothing_cli(model_npz, tmp_path):
     assert res["per_attacker_accuracy"]["atk1"] == 1.0
     assert res["all_or_nothing_accuracy"] == pytest.approx(3 / 4)   # b_gray is missing for atk2
     # every image's outcome, in filename order, so two models can be paired on the same images
-    labels, per_image = evaluation.load_per_image(str(tmp_path / "aon.npz"))
+    labels, per_image = records.load_per_image(str(tmp_path / "aon.npz"))
     order = sorted(truth)
     np.testing.assert_array_equal(labels, [truth[n] for n in order])
-    assert set(per_image) == {("top1_error", n) for n in ("atk1", "atk2", evaluation.ALL_OR_NOTHING)}
+    assert set(per_image) == {("top1_error", n) for n in ("atk1", "atk2", blackbox.ALL_OR_NOTHING)}
     np.testing.assert_array_equal(per_image[("top1_error", "atk2")], [n == "b_gray.png" for n in order])
-    np.testing.assert_array_equal(per_image[("top1_error", evaluation.ALL_OR_NOTHING)],
+    np.testing.assert_array_equal(per_image[("top1_error", blackbox.ALL_OR_NOTHING)],
                                   per_image[("top1_error", "atk1")] | per_image[("top1_error", "atk2")])
-    assert 1 - per_image[("top1_error", evaluation.ALL_OR_NOTHING)].mean() == res["all_or_nothing_accuracy"]
+    assert 1 - per_image[("top1_error", blackbox.ALL_OR_NOTHING)].mean() == res["all_or_nothing_accuracy"]
 
 
 def test_all_or_nothing_per_image_on_a_hand_made_case():
     truth = {"x": 1, "y": 2, "z": 3}
     preds = {"atk1": {"x": 1, "y": 2, "z": 0}, "atk2": {"x": 1, "y": 5, "z": 3}, "atk3": {"x": 1, "y": 2}}
-    names, labels, correct, all_correct = evaluation.all_or_nothing_per_image(truth, preds)
+    names, labels, correct, all_correct = blackbox.all_or_nothing_per_image(truth, preds)
     assert names == ["x", "y", "z"] and list(labels) == [1, 2, 3]
     assert [list(correct[a]) for a in ("atk1", "atk2", "atk3")] == [[True, True, False], [True, False, True],
                                                                    [True, True, False]]
@@ -207,12 +209,12 @@ def test_saved_adversarial_pixels_keep_the_attacks_strength_inside_the_ball(epsi
     clean = rng.randint(60, 196, size=(4, 28, 28, 1)).astype(np.uint8)
     sign = rng.choice([-1.0, 1.0], size=clean.shape)
     to_model = lambda pix: (np.asarray(pix, np.float64) * (2.0 / 255) - 1.0).astype(np.float32)
-    surface = evaluation.quantize_adversarial(clean, to_model(clean + sign * epsilon), epsilon)
+    surface = records.quantize_adversarial(clean, to_model(clean + sign * epsilon), epsilon)
     np.testing.assert_array_equal(surface.astype(int) - clean, sign * np.floor(epsilon))
-    inside = evaluation.quantize_adversarial(clean, to_model(clean + np.where(sign > 0, 3.4, -3.6)), epsilon)
+    inside = records.quantize_adversarial(clean, to_model(clean + np.where(sign > 0, 3.4, -3.6)), epsilon)
     np.testing.assert_array_equal(inside.astype(int) - clean, np.where(sign > 0, 3, -4))
     edges = np.array([[0, 255]], np.uint8).reshape(1, 1, 2, 1)
-    out = evaluation.quantize_adversarial(edges, to_model(edges + np.array([-9.0, 9.0]).reshape(1, 1, 2, 1)), 16)
+    out = records.quantize_adversarial(edges, to_model(edges + np.array([-9.0, 9.0]).reshape(1, 1, 2, 1)), 16)
     np.testing.assert_array_equal(out.ravel(), [0, 255])
 
 
@@ -245,7 +247,7 @@ def test_per_image_results_add_up_and_match_the_clean_predictions(model_npz, tmp
             "--attack-epsilon", "25.5", "--seed", "0", "--json-out", tmp_path / "r.json",
             "--per-image", tmp_path / "p.npz", "--quiet")
     doc = json.loads((tmp_path / "r.json").read_text())["white_box"]
-    labels, per_image = evaluation.load_per_image(str(tmp_path / "p.npz"))
+    labels, per_image = records.load_per_image(str(tmp_path / "p.npz"))
     images, true_labels = load_fashion_mnist(FMNIST, "test")
     np.testing.assert_array_equal(labels, true_labels[:37])
     assert set(per_image) == {(m, n) for m in ("top1_error", "top5_error", "attack_success")
@@ -254,7 +256,7 @@ def test_per_image_results_add_up_and_match_the_clean_predictions(model_npz, tmp
         assert values.shape == (37,) and set(np.unique(values)) <= {0, 1}
         assert values.mean() == pytest.approx(doc[name][metric], abs=1e-6), (metric, name)
     params, _ = checkpoint.read_checkpoint(str(model_npz))
-    predicted = evaluation.Predictor(SMALL, params)(images[:37].reshape(37, 28, 28, 1)).argmax(1)
+    predicted = Predictor(SMALL, params)(images[:37].reshape(37, 28, 28, 1)).argmax(1)
     np.testing.assert_array_equal(per_image[("top1_error", "clean")], predicted != true_labels[:37])
 
 
@@ -304,7 +306,7 @@ def test_exported_graphs_can_be_differentiated_anywhere(tmp_path):
     run([PYTHON, script, tmp_path / "m.pb", tmp_path / "sm", tmp_path / "x.npy"], cwd=tmp_path)
     exported = np.load(str(tmp_path / "x.npy.grads.npy"))
     from attacks import to_model_space
-    from fdenoise.model import AdvModel
+    from model import AdvModel
     g = tf.Graph()
     with g.as_default():
         image = tfv1.placeholder(tf.float32, [None, 28, 28, 1])
@@ -312,7 +314,7 @@ def test_exported_graphs_can_be_differentiated_anywhere(tmp_path):
             logits = AdvModel(spec).logits(to_model_space(image), training=False)
         grad = tf.gradients(logits[:, 3], image)[0]
         assert any(op.type == "IdentityN" for op in g.get_operations())    # ours: the median's gradient
-    sess = evaluation.build_session(g, params, "m.npz")
+    sess = session.build_session(g, params, "m.npz")
     ours = sess.run(grad, {image: x})
     assert np.abs(ours).max() > 0
     for theirs in exported:
@@ -325,7 +327,7 @@ def test_exports_reproduce_the_logits(model_npz, tmp_path, dtype):
             "--export-input-dtype", dtype)
     params, _ = checkpoint.read_checkpoint(str(model_npz))
     images = np.random.RandomState(1).randint(0, 256, (5, 28, 28, 1)).astype(dtype)
-    expected = evaluation.Predictor(SMALL, params)(images.astype("uint8"))
+    expected = Predictor(SMALL, params)(images.astype("uint8"))
     g = tf.Graph()
     with g.as_default():
         gd = tfv1.GraphDef()

@@ -1,4 +1,4 @@
-"""The reproduction suite (issue 7) on a tiny budget: every job type runs, the page and
+"""The reproduction suite on a tiny budget: every job type runs, the page and
 figures are written, a second invocation skips what is finished, and the verdict logic
 says what the numbers say."""
 import json
@@ -44,7 +44,7 @@ def test_full_budget_training_checkpoints_on_the_same_schedule(tmp_path):
     from a checkpoint; the learning rate at every step is the one of a single 400-step
     epoch with the drop at 75% (the recipe every finished model used)."""
     from experiments.runner import Layout, plan_jobs
-    from fdenoise.schedule import LRSchedule
+    from training.schedule import LRSchedule
     budget = BUDGETS["full"]
     train = next(j for j in plan_jobs(VARIANTS[:1], budget, Layout(str(tmp_path)), "data")
                  if j.name.startswith("train/"))
@@ -90,7 +90,7 @@ def test_models_compared_on_the_same_images_are_paired_when_both_kept_them(tmp_p
     """Two models on the same 100 images: one gets 6 more right and none fewer. Unpaired,
     6 points is within two binomials' noise (threshold ~11.6); paired, only the 6 images
     differ (threshold ~5.0), in both seeds. The run-to-run spread is 0 here (equal seeds)."""
-    from fdenoise.evaluation import PerImageRecorder
+    from evaluation.records import PerImageRecorder
     rows = {"nonlocal": _row("nonlocal", [0.80, 0.80], n=100, metric="pgd1000"),
             "baseline": _row("baseline", [0.74, 0.74], n=100, metric="pgd1000")}
     assert report.compare(rows, "nonlocal", "baseline", "pgd1000")[1] == "not significant"
@@ -203,7 +203,7 @@ def test_attack_strength_is_paired_when_the_evaluations_kept_every_image(tmp_pat
     (82 -> 79), within the unpaired noise of two rates (about 5 points); but if the longer
     attack breaks 15 images the shorter one did not, and never the reverse, McNemar's test
     finds it (p = 2^-14). Without the per-image files the same rates stay undecided."""
-    from fdenoise.evaluation import PerImageRecorder
+    from evaluation.records import PerImageRecorder
     budget = BUDGETS["full"]
     accs = {"clean": 0.85, "pgd10": 0.80, "pgd100": 0.79, "pgd1000": 0.70,
             "clean@n100": 0.85, "pgd10@n100": 0.80, "pgd100@n100": 0.79,
@@ -548,7 +548,7 @@ def test_tiny_suite_runs_resumes_and_writes_the_page(tmp_path):
     rerun = json.loads((out / "eval" / "baseline" / "seed1" / "white-box-0-2-n16.json").read_text())["white_box"]
     assert rerun["clean"]["num_images"] == 16 and rerun["pgd2"]["num_images"] == 16
     # every white-box evaluation kept its images' results, which Fig. 6's test pairs
-    from fdenoise.evaluation import load_per_image
+    from evaluation.records import load_per_image
     labels, per_image = load_per_image(str(out / "eval" / "baseline" / "seed1" / "white-box-0-2-n16.per-image.npz"))
     assert len(labels) == 16 and per_image[("top1_error", "pgd2")].mean() == pytest.approx(rerun["pgd2"]["top1_error"])
     assert "| baseline | " in page.split("### Longer attacks on the same images")[1].split("##")[0]
@@ -556,7 +556,7 @@ def test_tiny_suite_runs_resumes_and_writes_the_page(tmp_path):
     assert len(bb["per_attacker_accuracy"]) == 2 and bb["num_images"] == 32
     assert bb["all_or_nothing_accuracy"] <= min(bb["per_attacker_accuracy"].values()) + 1e-9
     # the black-box evaluation kept every image's outcome too, so Table 2's claims pair models
-    from fdenoise.evaluation import ALL_OR_NOTHING
+    from evaluation.blackbox import ALL_OR_NOTHING
     assert report.ALL_OR_NOTHING == ALL_OR_NOTHING
     rows = report.collect(str(out), BUDGETS["tiny"], select_variants(["baseline", "nonlocal"]))
     labels, correct = rows["nonlocal"].per_image_correct("all_or_nothing", 1)
@@ -580,7 +580,7 @@ def test_tiny_suite_runs_resumes_and_writes_the_page(tmp_path):
     assert "(1/" not in second.stdout
     # An older runner's results without per-image files get them by rerunning the evaluation,
     # kept only where the rerun reproduces the recorded numbers.
-    from fdenoise.evaluation import load_per_image
+    from evaluation.records import load_per_image
     wb_dir = out / "eval" / "baseline" / "seed1"
     kept, changed = wb_dir / "white-box-0-2-n16.per-image.npz", wb_dir / "white-box-3-n16.per-image.npz"
     before = load_per_image(str(kept))

@@ -311,7 +311,7 @@ def test_nchw_matches_nhwc(denoise):
 @pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
 @pytest.mark.parametrize("training", [False, True], ids=["frozen", "training"])
 def test_batchnorm_gradient_equals_tensorflows(data_format, training):
-    """nets.denoise_block.batchnorm's gradient (one multiply for frozen BN, bench/ issue 8)
+    """nets.denoise_block.batchnorm's gradient (one multiply for frozen BN; bench/ measures it)
     equals TensorFlow's FusedBatchNormGradV3 for the input, gamma and beta."""
     from tensorpack.models import BatchNorm
     from tensorpack.tfutils.argscope import argscope

@@ -1,9 +1,9 @@
-"""Issue 9: bad input gets one clear line, faults lose nothing, untrusted files are safe.
+"""Bad input gets one clear line, faults lose nothing, untrusted files are safe.
 
 Every case of docs/RELIABILITY.md that is not already shown elsewhere (the table names the
 test of each). The programs run as a user runs them, in subprocesses; corrupt inputs are
 generated here; faults are real signals and real failed writes, placed at known moments
-with the fault injection of fdenoise/faults.py (FDENOISE_FAULT) so nothing depends on
+with the fault injection of training/faults.py (FDENOISE_FAULT) so nothing depends on
 timing luck. Networks are S14 with width 4, a few steps per epoch."""
 import io
 import json
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fdenoise import checkpoint
+from model import checkpoint
 from helpers import HOROVODRUN, PYTHON, REPO, horovodrun, run
 
 TINY = ["--arch", "S14", "--width", "4", "--attack-iter", "1", "--steps-per-epoch", "3", "--eval-attack-iters", "0",
@@ -336,9 +336,9 @@ def test_resuming_with_another_total_batch_is_refused(tiny_run, tmp_path):
 
 RANKS_DISAGREE = r"""
 import sys
-from fdenoise.checkpoint import CheckpointError
-from fdenoise.dist import rank_and_size
-from fdenoise.training import check_ranks_agree_on_resume
+from model.checkpoint import CheckpointError
+from core.dist import rank_and_size
+from training.resume import check_ranks_agree_on_resume
 rank, _ = rank_and_size()
 epochs = [int(x) for x in sys.argv[1].split(",")]
 try:
@@ -568,7 +568,7 @@ def test_a_rank_that_freezes_or_dies_ends_the_job_and_the_restart_resumes(tmp_pa
 def test_atomic_write_replaces_whole_files_with_ordinary_permissions(tmp_path):
     """Files written atomically (checkpoints, JSON, docs) are complete or absent, and readable
     like any other file (mkstemp alone would leave them 0600)."""
-    from fdenoise.checkpoint import atomic_write
+    from core.files import atomic_write
     path = tmp_path / "out.json"
     atomic_write(str(path), lambda f: f.write("first"), mode="w")
     umask = os.umask(0)

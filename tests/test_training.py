@@ -1,4 +1,4 @@
-"""Issue 5: the recipe (schedule, weight decay), resume, and distributed training."""
+"""The recipe (schedule, weight decay), resume, and distributed training."""
 import json
 import re
 
@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 from tensorpack.tfutils.tower import TowerContext
 
-from fdenoise.model import AdvModel
-from fdenoise.schedule import LRSchedule
+from model import AdvModel
+from training.schedule import LRSchedule
 from helpers import PYTHON, REPO, horovodrun, run
 from nets import ArchSpec
 
@@ -126,7 +126,7 @@ def test_two_rank_training_and_distributed_evaluation(tmp_path):
     lines = [json.loads(x) for x in (logdir / "metrics.jsonl").read_text().splitlines()]
     clean_rank_sum = lines[-1]
     assert clean_rank_sum["clean/num_images"] == 40   # two shards of 20, summed
-    # the two ranks hold the same weights bit for bit after the epoch (fdenoise.callbacks.RankWeightsCheck,
+    # the two ranks hold the same weights bit for bit after the epoch (training.callbacks.RankWeightsCheck,
     # which tests/test_environment.py shows detecting a one-element difference)
     assert clean_rank_sum["ranks/variables_differing"] == 0 and clean_rank_sum["ranks/weight_spread"] == 0
     # the same 40 images in one process, with the weights the two ranks trained
@@ -160,7 +160,7 @@ def test_a_diverging_run_stops_with_the_step_and_the_last_checkpoint(tmp_path):
     assert len(line) == 1 and ("became nan" in line[0] or "became inf" in line[0]), proc.stdout[-3000:]
     assert "model-3" in line[0]
     assert _checkpoint_step(logdir)[0] == 3
-    # the diverged weights are not exported over the finished run's final model (issue 9)
+    # the diverged weights are not exported over the finished run's final model
     assert (logdir / "model-final.npz").read_bytes() == final
     assert "Logging error" not in proc.stdout and "Traceback" not in proc.stdout
 

@@ -1,16 +1,16 @@
 """Run under `horovodrun --gloo -np 2`: a tiny softmax-regression ModelDesc trained with
 tensorpack's HorovodTrainer on rank-specific generated batches. Writes, per rank,
 the weights before training, after step 1 and at the end, and the batches it used; and
-what fdenoise's RankWeightsCheck reports, during training (ranks in step) and afterwards
+what training.callbacks' RankWeightsCheck reports, during training (ranks in step) and afterwards
 on the final weights with rank 1's W changed by 1e-6 and by 1e-2 in one element."""
 import sys
 
 import numpy as np
 import tensorflow as tf
 
-import fdenoise  # noqa: F401  (applies the TF2 workarounds under test)
-from fdenoise.callbacks import RankWeightsCheck, RanksDiverged
-from fdenoise.dist import horovod
+import core.compat  # noqa: F401  (the TF2 workarounds, before TensorFlow loads)
+from training.callbacks import RankWeightsCheck, RanksDiverged
+from core.dist import horovod
 from tensorpack import HorovodTrainer, ModelDesc, TrainConfig, launch_train_with_config
 from tensorpack.callbacks import Callback
 from tensorpack.callbacks.monitor import MonitorBase

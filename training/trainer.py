@@ -6,7 +6,6 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Optional, Tuple
 
-import tensorflow as tf
 from tensorpack import HorovodTrainer, SimpleTrainer, TrainConfig, launch_train_with_config
 from tensorpack.callbacks import (CallbackFactory, EnableCallbackIf, EstimatedTimeLeft, InferenceRunner,
                                   MergeAllSummaries, MovingAverageSummary, ProgressBar, RunUpdateOps, ScalarPrinter,
@@ -15,12 +14,14 @@ from tensorpack.callbacks.monitor import JSONWriter
 from tensorpack.input_source import QueueInput
 from tensorpack.utils import logger
 
-from . import checkpoint, faults
+from core.dist import horovod, rank_and_size, under_horovodrun
+from core.files import atomic_write
+from model import AdvModel, checkpoint
+
+from . import faults
 from .callbacks import (CheckpointSaver, DistributedClassificationStats, ExportNpz, FaultInjection, JSONLinesWriter,
                         RankWeightsCheck, SkippedImagesStats, StopOnNonFiniteLoss)
-from .compat import under_horovodrun
-from .dist import horovod, rank_and_size, sum_now
-from .model import AdvModel
+from .resume import ResumeRestore, check_ranks_agree_on_resume, check_same_batch_on_resume, find_resume_point
 from .schedule import LearningRateSetter, LRSchedule
 
 
@@ -47,6 +48,10 @@ class TrainPlan:
     keep_checkpoints: int = 3
     load: Optional[str] = None
     evals: Tuple[EvalPlan, ...] = field(default_factory=tuple)
+    eval_batch: int = 50
+    eval_limit: Optional[int] = None
+    seed: Optional[int] = None
+    loader_workers: Optional[int] = None
 
 
 def make_trainer():
@@ -56,70 +61,11 @@ def make_trainer():
     return SimpleTrainer()
 
 
-def find_resume_point(logdir, steps_per_epoch, is_chief=True):
-    """(checkpoint prefix, starting epoch) of the newest complete checkpoint in ``logdir``.
-
-    The epoch comes from the checkpoint's own global step, so a run killed between writing
-    the checkpoint and the epoch's statistics resumes consistently. A damaged checkpoint
-    (short files after a machine crash) is skipped for an older one; the chief removes
-    what an interrupted write left behind and points the ``checkpoint`` state file at the
-    one chosen. Every rank makes the same choice from the same files (a shared log
-    directory; ``check_ranks_agree_on_resume`` refuses anything else)."""
-    if not os.path.isdir(logdir):
-        return None, 1
-    if is_chief:
-        checkpoint.remove_partial_checkpoint_files(logdir, log=logger.warn)
-    prefix = checkpoint.latest_valid_checkpoint(logdir, log=logger.warn)
-    if prefix is None:
-        return None, 1
-    if is_chief and os.path.normpath(tf.train.latest_checkpoint(logdir) or "") != os.path.normpath(prefix):
-        checkpoint.point_state_file_at(logdir, prefix)
-    step = int(tf.train.load_checkpoint(prefix).get_tensor("global_step"))
-    return prefix, step // steps_per_epoch + 1
-
-
-def check_ranks_agree_on_resume(starting_epoch, logdir):
-    """Every rank chooses its resume point from its own view of ``logdir``. Without a shared
-    file system the chief would resume while the others start again, and the ranks would
-    then disagree on the number of epochs and hang in their per-epoch allreduces; so all
-    compare their choice first (one allreduce: n * sum(e^2) == sum(e)^2 iff all are equal)
-    and stop together with one line."""
-    _, size = rank_and_size()
-    if size < 2:
-        return
-    total, squares = sum_now([starting_epoch, starting_epoch ** 2])
-    if size * squares != total ** 2:
-        raise checkpoint.CheckpointError(
-            "the ranks see different checkpoints in --logdir %s (starting epochs average %.2f, this rank %d): "
-            "give every rank the same shared log directory" % (logdir, total / size, starting_epoch))
-
-
-def check_same_batch_on_resume(plan, workers):
-    """A run resumes at epoch ``global_step // steps_per_epoch + 1`` with the learning rate
-    of that step (Goyal et al.'s schedule is per image seen): a different total batch or
-    epoch length, say after relaunching on fewer machines, would silently shift both. The
-    recorded run.json must agree."""
-    path = os.path.join(plan.logdir, "run.json")
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        before = json.load(f)
-    was = (before.get("workers"), before.get("batch_per_worker"), before.get("steps_per_epoch"))
-    if None in was:
-        return
-    now = (workers, plan.batch_per_worker, plan.steps_per_epoch)
-    if was[0] * was[1] != now[0] * now[1] or was[2] != now[2]:
-        raise checkpoint.CheckpointError(
-            "--logdir %s was trained with a total batch of %d (%d workers x %d) and %d steps per epoch, this run "
-            "has %d (%d x %d) and %d: resume with the same total batch (--total-batch %d) and epoch length, or "
-            "use a new --logdir" % (plan.logdir, was[0] * was[1], was[0], was[1], was[2], now[0] * now[1], now[0],
-                                    now[1], now[2], was[0] * was[1]))
-
-
-def build_config(plan, arch, train_attacker, train_flow, eval_flow_fn, rank):
-    """The TrainConfig of a run. ``eval_flow_fn()`` returns this rank's shard of the
-    evaluation data (a fresh DataFlow per evaluation)."""
+def build_config(plan, arch, train_attacker, source, rank, size):
+    """The TrainConfig of a run on ``source`` (data/datasets.py): this rank's shard of its
+    training data, and of its evaluation data for every evaluation (a fresh DataFlow each)."""
     is_chief = rank == 0
+    train_flow = source.train_flow(plan.batch_per_worker, rank, size, seed=plan.seed, workers=plan.loader_workers)
     model = AdvModel(arch, train_attacker=train_attacker,
                      eval_attackers={"eval_" + e.name: e.attacker for e in plan.evals},
                      label_smoothing=plan.label_smoothing, weight_decay=plan.weight_decay,
@@ -141,16 +87,17 @@ def build_config(plan, arch, train_attacker, train_flow, eval_flow_fn, rank):
     if is_chief:
         callbacks.append(CheckpointSaver(max_to_keep=plan.keep_checkpoints, checkpoint_dir=plan.logdir))
     for ev in plan.evals:
-        runner = InferenceRunner(eval_flow_fn(), [DistributedClassificationStats(ev.name)],
+        runner = InferenceRunner(source.eval_flow(plan.eval_batch, rank, size, limit=plan.eval_limit),
+                                 [DistributedClassificationStats(ev.name)],
                                  tower_name="eval_" + ev.name).set_chief_only(False)
 
         def due(self, ev=ev):
             return self.epoch_num % ev.every == 0 or self.epoch_num > plan.epochs - ev.last
 
         callbacks.append(EnableCallbackIf(runner, due))
-    callbacks.append(SkippedImagesStats())         # after the evaluations: it counts their skipped images too
+    callbacks.append(SkippedImagesStats(source.skipped))   # after the evaluations: it counts theirs too
     if is_chief:
-        callbacks.append(ExportNpz(os.path.join(plan.logdir, "model-final.npz"), arch.to_dict()))
+        callbacks.append(ExportNpz(os.path.join(plan.logdir, "model-final.npz"), arch.to_dict(), dataset=source.name))
 
     monitors = []
     if is_chief:
@@ -166,7 +113,7 @@ def build_config(plan, arch, train_attacker, train_flow, eval_flow_fn, rank):
     if resume_prefix is not None:
         check_same_batch_on_resume(plan, rank_and_size()[1])
         logger.info("Resuming from %s at epoch %d" % (resume_prefix, starting_epoch))
-        session_init = checkpoint.ResumeRestore(resume_prefix)
+        session_init = ResumeRestore(resume_prefix)
 
     return TrainConfig(
         model=model, data=QueueInput(train_flow), callbacks=callbacks, monitors=monitors,
@@ -182,15 +129,17 @@ def write_run_info(logdir, arch, plan, extra):
     info = {"arch": arch.to_dict(), "epochs": plan.epochs, "steps_per_epoch": plan.steps_per_epoch,
             "batch_per_worker": plan.batch_per_worker, "schedule": asdict(plan.schedule)}
     info.update(extra)
-    checkpoint.atomic_write(os.path.join(logdir, "run.json"),
-                            lambda f: f.write(json.dumps(info, indent=2, sort_keys=True, default=str)), mode="w")
+    atomic_write(os.path.join(logdir, "run.json"),
+                 lambda f: f.write(json.dumps(info, indent=2, sort_keys=True, default=str)), mode="w")
     checkpoint.save_arch_json(logdir, arch.to_dict())
 
 
-def train(plan, arch, train_attacker, train_flow, eval_flow_fn, extra_info=None):
+def train(plan, arch, train_attacker, source, extra_info=None):
+    """Adversarial training of ``arch`` on ``source`` (data/datasets.py) by ``plan``, with
+    ``train_attacker`` in the training tower; ``extra_info`` joins run.json."""
     rank, size = rank_and_size()
     trainer = make_trainer()
-    config = build_config(plan, arch, train_attacker, train_flow, eval_flow_fn, rank)
+    config = build_config(plan, arch, train_attacker, source, rank, size)
     # recorded once the session is initialised, so that a run refused at its start (say,
     # a log directory of another architecture) leaves the record of the run it holds
     config.callbacks.append(CallbackFactory(before_train=lambda _: write_run_info(

@@ -1,7 +1,6 @@
 """Tensorpack callbacks of a training run: distributed evaluation, the non-finite loss
 guard, the JSON-lines metrics log, and the ``.npz`` export of the final weights."""
 import json
-import math
 import os
 
 import numpy as np
@@ -12,15 +11,10 @@ from tensorpack.utils import logger
 
 from attacks import METRICS
 
-from . import checkpoint, faults
-from .dist import SumAcrossRanks, horovod, rank_and_size
+from core.dist import SumAcrossRanks, horovod, rank_and_size
+from model import checkpoint
 
-
-def binomial_ci95(rate, n):
-    """Half-width of the normal-approximation 95% confidence interval of a rate."""
-    if n <= 0:
-        return float("nan")
-    return 1.96 * math.sqrt(max(rate * (1.0 - rate), 0.0) / n)
+from . import faults
 
 
 class DistributedClassificationStats(Inferencer):
@@ -114,15 +108,16 @@ class ExportNpz(Callback):
     when training fails, and a diverged (NaN) or interrupted run must not leave its weights
     behind as the final model (nor replace an earlier one)."""
 
-    def __init__(self, path, arch_dict, every_epoch=False):
+    def __init__(self, path, arch_dict, every_epoch=False, dataset=None):
         self.path = path
         self.arch_dict = arch_dict
+        self.dataset = dataset
         self.every_epoch = every_epoch
         self._finished = False
 
     def _export(self):
         params = checkpoint.session_params(self.trainer.sess, self.graph)
-        checkpoint.save_npz(self.path, params, self.arch_dict)
+        checkpoint.save_npz(self.path, params, self.arch_dict, self.dataset)
         logger.info("Exported %d variables to %s" % (len(params), self.path))
 
     def _before_train(self):
@@ -150,7 +145,7 @@ class CheckpointSaver(ModelSaver):
     takes it for the end of the input and stops as if training had finished. Here any
     failure removes the write's partial files and raises CheckpointWriteError naming the
     step, the reason and the last good checkpoint, which the failed write leaves intact
-    (TensorFlow writes to temporary files and renames them: fdenoise/checkpoint.py)."""
+    (TensorFlow writes to temporary files and renames them: model/checkpoint.py)."""
 
     def _setup_graph(self):
         super()._setup_graph()
@@ -263,20 +258,23 @@ class SkippedImagesStats(Callback):
     truncated, corrupt: data/images.py), summed over ranks, as ``data/skipped_images`` in
     the metrics of every epoch. Counts the files decoded in the training processes
     themselves (evaluation, and training with one loader worker); with several loader
-    workers each worker process warns once per skipped file in the log."""
+    workers each worker process warns once per skipped file in the log. ``skipped``: the data
+    source's counter (data/images.py's SkippedFiles)."""
     _chief_only = False
+
+    def __init__(self, skipped):
+        self.skipped = skipped
 
     def _setup_graph(self):
         self._reduce = SumAcrossRanks(1, name="sum_skipped_images")
 
     def _trigger_epoch(self):
-        from data.images import skipped_files
-        total = self._reduce(self.trainer.sess, [skipped_files.num_files])[0]
+        total = self._reduce(self.trainer.sess, [self.skipped.num_files])[0]
         self.trainer.monitors.put_scalar("data/skipped_images", int(total))
 
 
 class FaultInjection(Callback):
-    """The ``stall-after-step`` fault of fdenoise/faults.py (added only when FDENOISE_FAULT is set)."""
+    """The ``stall-after-step`` fault of training/faults.py (added only when FDENOISE_FAULT is set)."""
     _chief_only = False
 
     def _setup_graph(self):

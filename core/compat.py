@@ -1,6 +1,6 @@
 """Every workaround tensorpack 0.11 and Horovod 0.28 need on TensorFlow 2, in one place.
 
-Applied once, when the project is imported (``import fdenoise`` does it; so do ``nets``,
+Applied once, when the project is imported (``import core.compat`` does it; so do ``nets``,
 ``attacks`` and ``data``). Each workaround names the failure it prevents, and each has a
 test in ``tests/test_compat.py`` that fails without it.
 
@@ -32,14 +32,13 @@ import types
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # 0. Keras 2 for tensorpack's layers (see above).
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
-# 4. oneDNN kernels on every CPU. TensorFlow 2.15 turns them on only on AVX-512-class CPUs;
-#    without them the NCHW Conv2D/MaxPool kernels do not exist on the CPU at all, and an
-#    adversarial training step of the small nets measured 1.6x (baseline) to 2.3x (Gaussian
-#    non-local) slower in session 1 (rerun: `python -m bench.step_time` with and without
-#    TF_ENABLE_ONEDNN_OPTS=0 and compare the two tables). Read once, when TensorFlow is
-#    first imported, hence before the import below; a user's own setting wins. Known issue
-#    (TF 2.15.1): after an NCHW max-pool, an NHWC max-pool of the same shape in the same
-#    process can return wrong values; use one layout per process (train.py/eval.py do).
+# 4. oneDNN kernels on every CPU. TensorFlow turns them on by default only on AVX-512-class
+#    CPUs; without them the NCHW Conv2D/MaxPool kernels do not exist on the CPU at all, and an
+#    adversarial training step of the small nets was 1.6x (baseline) to 2.3x (Gaussian
+#    non-local) slower on an AVX2 machine. Read once, when TensorFlow is first imported, hence
+#    before the import below; a user's own setting wins. Known issue (seen on TF 2.15.1):
+#    after an NCHW max-pool, an NHWC max-pool of the same shape in the same process can return
+#    wrong values; use one layout per process (train.py/eval.py do).
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import tensorflow as tf  # noqa: E402
@@ -85,26 +84,12 @@ def _patch_tensorpack_logger():
             setattr(logger, name, _tolerant(log))
 
 
-def under_horovodrun():
-    """True when this process was started by ``horovodrun`` (Gloo) or ``mpirun``."""
-    keys = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
-    return any(k in os.environ for k in keys)
-
-
-def init_horovod():
-    """``hvd.init()``; in a plain ``python`` process (no horovodrun) Horovod 0.28 makes a
-    world of one, so the same code runs everywhere."""
-    import horovod.tensorflow as hvd
-    hvd.init()
-    return hvd
-
-
 def _check_keras_2():
     """tensorpack's layers wrap ``tf.compat.v1.layers``, which only Keras 2 provides."""
     if not hasattr(tf.compat.v1.layers, "Conv2D"):
         raise ImportError("tf.keras is Keras %s, but tensorpack's layers need Keras 2 (the tf-keras package): import "
-                          "fdenoise (or nets, attacks, data) before anything touches tf.keras, and install tf-keras "
-                          "(bash scripts/setup.sh does)" % getattr(tf.keras, "__version__", "3"))
+                          "the project (core, nets, attacks or data) before anything touches tf.keras, and install "
+                          "tf-keras (bash scripts/setup.sh does)" % getattr(tf.keras, "__version__", "3"))
 
 
 def apply():

@@ -5,23 +5,27 @@ checkpoints, strict loading and atomic writing.
 - A checkpoint that does not fit the graph fails with the list of missing, unexpected and
   mis-shaped variables, never a silent partial load.
 - Files this project writes record the architecture (``__arch__``: JSON as uint8 bytes in
-  the ``.npz``; ``arch.json`` beside TF checkpoints) so nothing is guessed at load time.
+  the ``.npz``; ``arch.json`` beside TF checkpoints) and the data set it was trained on
+  (``__dataset__``; run.json beside TF checkpoints), so nothing is guessed at load time.
 - Writes go to a temporary file in the same directory, then ``os.replace``: a kill or a
   full disk mid-write leaves the previous file intact.
 """
 import json
 import os
 import re
-import tempfile
 import zipfile
 
 import numpy as np
 import tensorflow as tf
-from tensorpack.tfutils.sessinit import SaverRestore, SessionInit
+from tensorpack.tfutils.sessinit import SessionInit
 from tensorpack.utils import logger
 
+from core.files import atomic_write
+
 ARCH_KEY = "__arch__"
+DATASET_KEY = "__dataset__"
 ARCH_FILE = "arch.json"
+RUN_FILE = "run.json"
 # Graph variables that are training state, not model weights.
 NON_MODEL_PATTERNS = ("global_step", "learning_rate", "/Momentum", "EMA/", "local_step")
 
@@ -75,6 +79,7 @@ def read_checkpoint(path):
         arch = None
         if ARCH_KEY in params:
             arch = json.loads(bytes(params.pop(ARCH_KEY)).decode("utf-8"))
+        params.pop(DATASET_KEY, None)
         return params, arch
     prefix = _tf_checkpoint_prefix(path)
     try:
@@ -177,50 +182,31 @@ def strict_session_init(params, path="checkpoint", graph=None):
 
 
 # ---------------------------------------------------------------------------- writing
-def _process_umask():
-    """The umask, read once at import: os.umask can only be read by setting it, which would
-    briefly change it for every thread of the process if done per write."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return umask
-
-
-_UMASK = _process_umask()
-
-
-def atomic_write(path, write_fn, mode="wb"):
-    """Write through ``write_fn(fileobj)`` to a temporary file, fsync, then rename."""
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path), dir=directory)
-    try:
-        with os.fdopen(fd, mode) as f:
-            # mkstemp creates the file 0600; give it the permissions a plain open() would.
-            os.fchmod(f.fileno(), 0o666 & ~_UMASK)
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+def recorded_dataset(path):
+    """The data set a checkpoint this project wrote was trained on ('imagenet',
+    'fashion-mnist'), or None (the released files, and older ones, do not say)."""
+    if path.endswith(".npz"):
         try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+            with np.load(path, allow_pickle=False) as f:
+                return bytes(f[DATASET_KEY]).decode("utf-8") if DATASET_KEY in f.files else None
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError):
+            return None
+    directory = path if os.path.isdir(path) else os.path.dirname(_tf_checkpoint_prefix(path))
+    try:
+        with open(os.path.join(directory, RUN_FILE)) as f:
+            return json.load(f).get("dataset")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
-def save_npz(path, params, arch=None):
-    """Save ``params`` (name -> array) in the released format, plus the architecture."""
+def save_npz(path, params, arch=None, dataset=None):
+    """Save ``params`` (name -> array) in the released format, plus the architecture and the
+    data set."""
     data = {k: np.asarray(v) for k, v in params.items()}
     if arch is not None:
         data[ARCH_KEY] = np.frombuffer(json.dumps(arch, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+    if dataset is not None:
+        data[DATASET_KEY] = np.frombuffer(str(dataset).encode("utf-8"), dtype=np.uint8)
     try:
         atomic_write(path, lambda f: np.savez(f, **data))
     except OSError as e:
@@ -337,20 +323,3 @@ def point_state_file_at(directory, prefix):
     """Make the ``checkpoint`` state file name ``prefix`` as the latest (atomic rewrite)."""
     keep = [p for p in reversed(training_checkpoints(directory)) if checkpoint_problem(p) is None]
     tf.compat.v1.train.update_checkpoint_state(directory, prefix, all_model_checkpoint_paths=keep)
-
-
-class ResumeRestore(SaverRestore):
-    """tensorpack's SaverRestore for resuming a run from its own checkpoint, made strict:
-    a checkpoint whose model variables do not fit the graph (a log directory reused with
-    other --arch/--denoise flags) fails with the list instead of restoring a part."""
-
-    def _setup_graph(self):
-        reader = tf.train.load_checkpoint(self.path)
-        shapes = {k: v for k, v in reader.get_variable_to_shape_map().items() if is_model_variable(k)}
-        missing, unexpected, mismatched = compare(shapes, model_variables())
-        if missing or unexpected or mismatched:
-            raise CheckpointError(format_mismatch(
-                self.path, missing, unexpected, mismatched,
-                fix="it was written by a run with other flags: resume with that run's flags, or pass another "
-                    "--logdir"))
-        super()._setup_graph()

@@ -8,13 +8,14 @@ their own attacker and emit per-image metrics.
 """
 import tensorflow as tf
 from tensorpack import ModelDesc
-from tensorpack.models import BatchNorm, regularize_cost
-from tensorpack.tfutils.argscope import argscope
+from tensorpack.models import regularize_cost
 from tensorpack.tfutils.summary import add_moving_summary
 from tensorpack.tfutils.tower import get_current_tower_context
 
-from attacks import NoAttack, per_image_metrics, to_model_space
-from nets import backbone_logits
+from attacks import NoAttack
+from nets import FAST
+
+from .graph import build_tower, network
 
 tfv1 = tf.compat.v1
 
@@ -28,11 +29,13 @@ class AdvModel(ModelDesc):
         weight_decay: 1e-4 on conv and FC weights (``*/W``) only, not on BN or biases.
         momentum, nesterov: the optimizer (Goyal et al.: Nesterov momentum 0.9).
         initial_lr: value the learning-rate variable starts at (a callback schedules it).
+        gradients: which gradient implementations the graphs carry (nets/gradients.py).
     """
 
     def __init__(self, arch, train_attacker=None, eval_attackers=None, label_smoothing=0.1,
-                 weight_decay=1e-4, momentum=0.9, nesterov=True, initial_lr=0.1):
+                 weight_decay=1e-4, momentum=0.9, nesterov=True, initial_lr=0.1, gradients=FAST):
         self.arch = arch
+        self.gradients = gradients
         self.train_attacker = train_attacker or NoAttack()
         self.eval_attackers = dict(eval_attackers or {})
         self.label_smoothing = label_smoothing
@@ -47,13 +50,9 @@ class AdvModel(ModelDesc):
         return [tf.TensorSpec([None, s, s, c], tf.uint8, "input"),
                 tf.TensorSpec([None], tf.int32, "label")]
 
-    # ---- the network ----
     def logits(self, image, training):
-        """Logits for model-space images; ``training=False`` freezes BN (moving statistics,
-        no updates), as the attack requires."""
-        with tfv1.variable_scope(tfv1.get_variable_scope(), reuse=tfv1.AUTO_REUSE), \
-                argscope(BatchNorm, training=training):
-            return backbone_logits(image, self.arch)
+        """The network on model-space images (model.graph.network), sharing variables."""
+        return network(self.arch, training=training, gradients=self.gradients)(image)
 
     def attacker_for_tower(self, ctx):
         if ctx.is_training:
@@ -62,35 +61,21 @@ class AdvModel(ModelDesc):
 
     def build_graph(self, image, label):
         ctx = get_current_tower_context()
-        clean = to_model_space(image)
-
-        def frozen_logits(x):
-            return self.logits(x, training=False)
-
-        # Variables are created here, outside the attack's while-loop (tensorpack layers
-        # cannot create variables inside one). Nothing consumes this output, so TensorFlow
-        # prunes it and it costs nothing per step.
-        frozen_logits(clean)
-        attacker = self.attacker_for_tower(ctx)
-        adv, target = attacker.attack(clean, label, frozen_logits, self.arch.num_classes)
-        adv = tf.identity(adv, name="adv_image")
-
-        logits = self.logits(adv, training=ctx.is_training)
-        logits = tf.identity(tf.cast(logits, tf.float32), name="logits")
-        metrics = per_image_metrics(logits, label, target, attacker.targeted)
+        tower = build_tower(self.arch, image, label, self.attacker_for_tower(ctx), training=ctx.is_training,
+                            gradients=self.gradients)
         if not ctx.is_training:
             return None
 
         onehot = tf.one_hot(label, self.arch.num_classes)
-        loss = tfv1.losses.softmax_cross_entropy(onehot, logits, label_smoothing=self.label_smoothing,
+        loss = tfv1.losses.softmax_cross_entropy(onehot, tower.logits, label_smoothing=self.label_smoothing,
                                                  loss_collection=None)
         loss = tf.identity(loss, name="xentropy_loss")
         # SGD weight decay lambda * w is the gradient of lambda * sum(w^2) / 2 = lambda * l2_loss.
         wd = regularize_cost(".*/W", lambda w: self.weight_decay * tf.nn.l2_loss(w), name="wd_cost")
         total = tf.add_n([loss, wd], name="cost")
         add_moving_summary(loss, wd, total,
-                           tf.reduce_mean(metrics["top1_error"], name="train_top1_error"),
-                           tf.reduce_mean(metrics["attack_success"], name="train_attack_success"))
+                           tf.reduce_mean(tower.metrics["top1_error"], name="train_top1_error"),
+                           tf.reduce_mean(tower.metrics["attack_success"], name="train_attack_success"))
         return total
 
     def optimizer(self):

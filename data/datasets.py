@@ -1,19 +1,24 @@
-"""One interface over the data sets of data/, for train.py and eval.py: sizes, shapes and
-this rank's shard of the training and evaluation flows."""
-from data.fake import fake_flow
-from data.fashion_flow import fashion_eval_flow, fashion_train_flow
-from data.fashion_mnist import load_fashion_mnist
+"""One interface over the data sets: sizes, shapes, this rank's shard of the training and
+evaluation flows, and the count of image files skipped as unreadable (``skipped``, per data
+source)."""
+from .fake import fake_flow
+from .fashion_flow import fashion_eval_flow, fashion_train_flow
+from .fashion_mnist import load_fashion_mnist
+from .images import SkippedFiles
 
-FAKE_SIZES = {"fashion-mnist": (28, 1, 10), "imagenet": (224, 3, 1000)}
+# (image size, channels, classes) of each data set
+DATASET_SHAPES = {"fashion-mnist": (28, 1, 10), "imagenet": (224, 3, 1000)}
 
 
 class FashionMNIST:
+    name = "fashion-mnist"
     image_size, image_channels, num_classes = 28, 1, 10
 
     def __init__(self, directory):
         self.directory = directory
         self._train = None
         self._test = None
+        self.skipped = SkippedFiles()       # IDX arrays: never any, but the interface has it
 
     @property
     def train_arrays(self):
@@ -45,18 +50,20 @@ class FashionMNIST:
 
 
 class ImageNet:
+    name = "imagenet"
     image_size, image_channels, num_classes = 224, 3, 1000
 
     def __init__(self, root):
-        from data.imagenet import list_imagenet
+        from .imagenet import list_imagenet
         self.root = root
+        self.skipped = SkippedFiles()
         self._train_list = None
         self._val_list, self.class_names = list_imagenet(root, "val")
         self.num_classes = max(len(self.class_names), 2) if self.class_names else 1000
 
     @property
     def num_train(self):
-        from data.imagenet import list_imagenet
+        from .imagenet import list_imagenet
         if self._train_list is None:
             self._train_list, _ = list_imagenet(self.root, "train")
         return len(self._train_list)
@@ -66,22 +73,24 @@ class ImageNet:
         return min(n, limit) if limit else n
 
     def train_flow(self, batch, rank, size, seed=None, workers=None):
-        from data.imagenet import imagenet_train_flow
+        from .imagenet import imagenet_train_flow
         return imagenet_train_flow(self.root, batch, shard_index=rank, num_shards=size,
-                                   parallel=workers or 4, image_size=self.image_size, seed=seed)
+                                   parallel=workers or 4, image_size=self.image_size, seed=seed, skipped=self.skipped)
 
     def eval_flow(self, batch, rank, size, limit=None):
-        from data.imagenet import imagenet_eval_flow
+        from .imagenet import imagenet_eval_flow
         return imagenet_eval_flow(self.root, batch, shard_index=rank, num_shards=size,
-                                  image_size=self.image_size, limit=limit)
+                                  image_size=self.image_size, limit=limit, skipped=self.skipped)
 
 
 class Fake:
     """Random images of the right shapes (``--fake``): benchmarks and tests."""
 
     def __init__(self, like):
-        self.image_size, self.image_channels, self.num_classes = FAKE_SIZES[like]
+        self.name = like
+        self.image_size, self.image_channels, self.num_classes = DATASET_SHAPES[like]
         self.num_train = 1024
+        self.skipped = SkippedFiles()
 
     def num_eval(self, limit=None):
         return limit or 64

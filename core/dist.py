@@ -1,24 +1,36 @@
-"""Horovod, the distributed engine (never our own): who we are, and sums across ranks."""
+"""Horovod, the distributed engine (never our own): who we are, and sums and gathers across
+ranks. With no ``horovodrun`` every function is the identity of a world of one, and Horovod
+is not even initialised."""
+import os
+
 import numpy as np
 import tensorflow as tf
 
-from .compat import init_horovod, under_horovodrun
 
-_HVD = None
+def under_horovodrun():
+    """True when this process was started by ``horovodrun`` (Gloo) or ``mpirun``."""
+    keys = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
+    return any(k in os.environ for k in keys)
 
 
 def horovod():
-    """The initialised ``horovod.tensorflow`` module (a world of one without horovodrun)."""
-    global _HVD
-    if _HVD is None:
-        _HVD = init_horovod()
-    return _HVD
+    """The initialised ``horovod.tensorflow`` module (``hvd.init()`` once; in a plain
+    ``python`` process Horovod 0.28 makes a world of one, so the same code runs everywhere).
+    Horovod keeps whether it is initialised itself, so this module holds no state."""
+    import horovod.tensorflow as hvd
+    if not hvd.is_initialized():
+        hvd.init()
+    return hvd
 
 
 def rank_and_size():
-    """(rank, size): Horovod's when launched by horovodrun, else (0, 1) without touching it."""
-    if _HVD is None and not under_horovodrun():
-        return 0, 1
+    """(rank, size): Horovod's when launched by horovodrun (or already initialised), else
+    (0, 1) without touching it."""
+    if not under_horovodrun():
+        import sys
+        hvd = sys.modules.get("horovod.tensorflow")
+        if hvd is None or not hvd.is_initialized():
+            return 0, 1
     hvd = horovod()
     return hvd.rank(), hvd.size()
 

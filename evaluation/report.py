@@ -1,0 +1,37 @@
+"""White-box results for people: a plain-text table and the robustness curve (Figs. 6-7)."""
+from attacks import METRICS
+
+
+def format_table(results, order=None):
+    """Plain-text table of white-box results (percentages)."""
+    order = order or list(results)
+    lines = ["%-12s %8s %18s %18s %18s" % ("attack", "images", "top-1 error %", "top-5 error %",
+                                           "attack success %")]
+    for name in order:
+        r = results[name]
+        cells = ["%6.2f +- %5.2f" % (100 * r[m], 100 * r[m + "_ci95"]) for m in METRICS]
+        lines.append("%-12s %8d %18s %18s %18s" % (name, r["num_images"], *cells))
+    return "\n".join(lines)
+
+
+def plot_curve(results, iters_by_name, path, title):
+    """Figure 6/7 style: accuracy (100 - top-1 error) against attack iterations."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    pts = sorted((iters_by_name[n], 100 * (1 - r["top1_error"]), 100 * r["top1_error_ci95"])
+                 for n, r in results.items() if iters_by_name.get(n, 0) > 0)
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    xs, ys, es = zip(*pts)
+    ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3)
+    ax.set_xscale("log")
+    ax.set_xlabel("attack iterations")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
