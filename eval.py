@@ -46,6 +46,16 @@ def parse_args(argv=None):
                    help="seed of every image's target class and random start (default 0): the draws depend only "
                         "on it and the image, so results do not change with --batch, the order or the number of "
                         "ranks")
+    g = p.add_argument_group("gradient-masking audit (Carlini et al. 2019)")
+    g.add_argument("--audit", action="store_true",
+                   help="run the audit's checks on the first --limit images (epsilon sweep, iterations and restarts, "
+                        "Square and transfer against white-box, finite gradients, BPDA per denoising op, determinism) "
+                        "and write pass/fail with a line per check to --json-out")
+    g.add_argument("--audit-iter", type=positive_int, default=100, help="the audit's attack iterations")
+    g.add_argument("--audit-queries", type=positive_int, default=5000, help="the audit's Square query budget")
+    g.add_argument("--audit-transfer", nargs="+", default=None, metavar="DIR",
+                   help="--save-adversarial attack directories (DIR/<attack>/) made from the same first images, "
+                        "compared image by image with the white-box attacks")
     g = p.add_argument_group("output")
     g.add_argument("--json-out", default=None, help="write the results as JSON")
     g.add_argument("--plot-out", default=None, help="robustness curve (PNG) when several strengths are given")
@@ -179,6 +189,26 @@ def run(args):
             skipped += res.pop("skipped_images")
             out.update(res)
         out["skipped_images"] = skipped
+    elif args.audit:
+        from config.flags import attack_epsilon
+        from evaluation.audit import Audit, transfer_correct
+        seed = or_preset(args.seed, preset, "eval_seed")
+        source = data.open_dataset(dataset, args.data, fake=args.fake)
+        batch = args.batch or preset.eval_batch
+        transfer = None
+        if args.audit_transfer:
+            predictor = jobs.make_predictor(arch, params, args.load)
+            transfer = {"transfer:" + os.path.basename(d.rstrip("/")): transfer_correct(predictor, d, None, batch)
+                        for d in args.audit_transfer}
+        audit = Audit(arch, params, args.load, source, batch, args.limit, args.norm, attack_epsilon(args, preset),
+                      seed=seed, iterations=args.audit_iter, queries=args.audit_queries, progress=progress)
+        res = audit.run(transfer)
+        out["audit"] = res
+        out["skipped_images"] = source.skipped.num_files
+        if rank == 0:
+            for check in res["checks"].values():
+                print(check["verdict"])
+            print("audit: %s" % ("every check passed" if res["passed"] else "FAILED (see above)"))
     elif args.attack == "autoattack":
         from attacks import autoattack_members
         from config.flags import FlagError, attack_epsilon

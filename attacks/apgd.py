@@ -97,9 +97,10 @@ class APGDAttacker(Attacker):
             return lambda logits: losses.attack_objective(self.loss, logits, label, label, False)
         return lambda logits: losses.dlr(tf.cast(logits, tf.float32), label, target)
 
-    def run(self, clean, label, model_fn, target=None, keys=None, restart=0):
-        """One run of Algorithm 1 from a random start. -> (adversarial images, broken [B]):
-        the last misclassifying iterate where one was found, else the highest-objective one."""
+    def run(self, clean, label, model_fn, target=None, keys=None, restart=0, start=None):
+        """One run of Algorithm 1 from a random start (or ``start``). -> (adversarial images,
+        broken [B]): the last misclassifying iterate where one was found, else the
+        highest-objective one."""
         objective = self._objective(label, target)
         threat, n = self.threat, self.num_iter
         first, decrease, smallest = checkpoint_schedule(n)
@@ -109,7 +110,8 @@ class APGDAttacker(Attacker):
             logits, grad = self.precision.logits_and_gradient(objective, model_fn, x)
             return logits, objective(logits), grad
 
-        x0 = threat.project(clean + self.draws.start_noise(threat, clean, keys, restart), clean)
+        x0 = threat.project(clean + self.draws.start_noise(threat, clean, keys, restart), clean) if start is None \
+            else start
         logits0, f0, g0 = evaluate(x0)
         wrong0 = tf.not_equal(tf.argmax(logits0, axis=1, output_type=tf.int32), label)
         batch = tf.shape(clean)[:1]
@@ -169,8 +171,7 @@ class APGDAttacker(Attacker):
             keys = self.draws.keys(clean)
             logits = tf.cast(model_fn(clean), tf.float32)
             broken = tf.not_equal(tf.argmax(logits, axis=1, output_type=tf.int32), label)
-            # APGD-T's targets: the classes after the best one, by the clean logits
-            order = tf.argsort(logits, axis=1, direction="DESCENDING")
+            order = ranked_classes(logits)
 
             def body(r, adv, broken, queries):
                 # each run sees only the images no earlier run broke (AutoAttack's protocol)
@@ -195,6 +196,12 @@ class APGDAttacker(Attacker):
     def attack(self, clean, label, model_fn, num_classes):
         adv, target, _ = self.attack_info(clean, label, model_fn, num_classes)
         return adv, target
+
+
+def ranked_classes(logits):
+    """[B, K] the classes by decreasing clean logit: APGD-T's and FAB-T's j-th target is
+    column j (j = 1, 2, ...: the classes after the best one)."""
+    return tf.argsort(logits, axis=1, direction="DESCENDING", stable=True)
 
 
 def default_targets(num_classes, wanted=TARGETS):

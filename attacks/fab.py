@@ -17,6 +17,7 @@ it draws no random numbers.
 """
 import tensorflow as tf
 
+from .apgd import ranked_classes
 from .base import Attacker, unless_empty
 from .precision import FP32
 from .threat import IMAGE_MAX, IMAGE_MIN, AttackError
@@ -153,7 +154,7 @@ class FABAttacker(Attacker):
         with tf.name_scope(self.name):
             logits = tf.cast(model_fn(clean), tf.float32)
             broken = tf.not_equal(tf.argmax(logits, axis=1, output_type=tf.int32), label)
-            order = tf.argsort(logits, axis=1, direction="DESCENDING")
+            order = ranked_classes(logits)
 
             def body(t, adv, broken, queries):
                 idx = tf.where(tf.logical_not(broken))[:, 0]

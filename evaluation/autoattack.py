@@ -11,6 +11,7 @@ that its time, the images it removed and the network evaluations it spent are kn
 go over every Horovod rank, and every member's random numbers are drawn per image (seeded by
 the image's content), so a distributed run reports what one process would.
 """
+import core.compat  # noqa: F401  (the TF2 workarounds, before TensorFlow loads)
 import time
 
 import numpy as np

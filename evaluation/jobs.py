@@ -3,6 +3,7 @@ over a directory and the all-or-nothing criterion over several attackers' direct
 (Sec. 6.2), and export. Each takes resolved objects (an ArchSpec, attackers, a data source,
 the checkpoint's weights) and returns what goes into the JSON; the command line only parses
 and chooses."""
+import core.compat  # noqa: F401  (the TF2 workarounds, before TensorFlow loads)
 import os
 import sys
 import time

@@ -1,5 +1,6 @@
 """Clean predictions of a model (black-box evaluation, Sec. 6.2) and its export for
 competition submission: a frozen GraphDef or a SavedModel."""
+import core.compat  # noqa: F401  (the TF2 workarounds, before TensorFlow loads)
 import os
 
 import tensorflow as tf

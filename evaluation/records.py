@@ -90,17 +90,19 @@ class PerImageRecorder:
 
     def close(self):
         """Writes the file (on rank 0; under horovodrun every rank must call it, and the
-        rows of all ranks are put back in the images' order: dist.gather_strided_rows)."""
+        rows of all ranks are put back in the images' order: dist.gather_strided_rows).
+        Without a path nothing is written: ``arrays`` then holds the results (every rank)."""
         keys = list(self._values)
         columns = [np.concatenate(self._labels) if self._labels else np.zeros(0, np.int32)]
         columns += [np.concatenate(self._values[k]) if self._values[k] else np.zeros(0, np.uint8) for k in keys]
         columns += [np.concatenate(self._extra[k]) if self._extra[k] else np.zeros(0, np.int32) for k in self.extra]
         rows = gather_strided_rows(np.stack(columns, axis=1).astype(np.int32))
-        if rank_and_size()[0] != 0:
-            return
         arrays = {"%s/%s" % key: rows[:, i + 1].astype(np.uint8) for i, key in enumerate(keys)}
         arrays.update({k: rows[:, 1 + len(keys) + i] for i, k in enumerate(self.extra)})
         arrays["labels"] = rows[:, 0].astype(np.int32)
+        self.arrays = arrays
+        if self.path is None or rank_and_size()[0] != 0:
+            return
         atomic_write(self.path, lambda f: np.savez_compressed(f, **arrays))
 
 

@@ -1,4 +1,5 @@
 """Sessions of evaluation graphs, with a checkpoint's weights loaded strictly."""
+import core.compat  # noqa: F401  (the TF2 workarounds, before TensorFlow loads)
 import tensorflow as tf
 
 from model import checkpoint

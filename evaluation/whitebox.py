@@ -3,6 +3,7 @@ attacker sharing the weights.
 
 Figures are sums of per-image metrics over this rank's shard, then over all Horovod ranks,
 so a distributed run reports exactly what one process would."""
+import core.compat  # noqa: F401  (the TF2 workarounds, before TensorFlow loads)
 import math
 
 import numpy as np
@@ -13,6 +14,7 @@ from tqdm import tqdm
 from attacks import METRICS
 from core.dist import SumAcrossRanks
 from model import build_tower
+from nets import FAST
 
 from .session import build_session
 from .stats import binomial_ci95
@@ -21,9 +23,10 @@ tfv1 = tf.compat.v1
 
 
 class WhiteBoxEvaluator:
-    """One graph with a tower per attacker (name -> attacker), sharing the weights."""
+    """One graph with a tower per attacker (name -> attacker), sharing the weights.
+    ``gradients``: the gradients the attacks see (nets/gradients.py; the audit's BPDA)."""
 
-    def __init__(self, arch, attackers, params, path="checkpoint", seed=None):
+    def __init__(self, arch, attackers, params, path="checkpoint", seed=None, gradients=FAST):
         self.arch = arch
         self.attackers = dict(attackers)
         self.graph = tf.Graph()
@@ -36,7 +39,7 @@ class WhiteBoxEvaluator:
             self.fetches, self.adv_images = {}, {}
             for name, attacker in self.attackers.items():
                 with PredictTowerContext(name):
-                    tower = build_tower(arch, self.image, self.label, attacker)
+                    tower = build_tower(arch, self.image, self.label, attacker, gradients=gradients)
                     self.fetches[name] = [tower.metrics[m] for m in METRICS]
                     self.adv_images[name] = tower.adv
             self._reduce = SumAcrossRanks(len(self.attackers) * (len(METRICS) + 1), name="eval_sum")

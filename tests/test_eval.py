@@ -169,8 +169,9 @@ def test_all_or_nothing_cli(model_npz, tmp_path):
         _write_images(tmp_path / atk)
     os.remove(tmp_path / "atk2" / "b_gray.png")
     predictor = Predictor(SMALL, checkpoint.read_checkpoint(str(model_npz))[0])
-    from eval import predict_directory
-    names, logits = predict_directory(predictor, str(tmp_path / "atk1"), 8, False)
+    from data.images import SkippedFiles
+    from evaluation.jobs import predict_directory
+    names, logits = predict_directory(predictor, str(tmp_path / "atk1"), 8, False, SkippedFiles())
     truth = dict(zip(names, logits.argmax(1)))          # the model is right on every atk1 image
     (tmp_path / "labels.txt").write_text("".join("%s,%d\n" % kv for kv in truth.items()))
     eval_py("--load", model_npz, "--labels", tmp_path / "labels.txt", "--all-or-nothing", tmp_path / "atk1",

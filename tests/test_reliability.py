@@ -83,7 +83,7 @@ def copy_run(src, dst):
 # ------------------------------------------------------------------------------- flags
 
 @pytest.mark.parametrize("prog, args, words", [
-    ("train.py", ["--attack-epsilon", "-1"], ["--attack-epsilon", "must be >= 0"]),
+    ("train.py", ["--attack-epsilon", "-1"], ["--attack-epsilon", "must be a finite number >= 0"]),
     ("train.py", ["--attack-iter", "-3"], ["--attack-iter", "must be >= 0"]),
     ("eval.py", ["--load", "m.npz", "--attack-iter", "10,-5"], ["--attack-iter", "iteration counts >= 0"]),
     ("train.py", ["--fake", "--attack-epsilon", "16", "--attack-step-size", "20"],
