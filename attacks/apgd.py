@@ -207,4 +207,3 @@ def ranked_classes(logits):
 def default_targets(num_classes, wanted=TARGETS):
     """k target classes for APGD-T and FAB-T: 9, fewer when the data set has fewer classes."""
     return max(1, min(wanted, num_classes - 1))
-

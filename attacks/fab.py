@@ -128,7 +128,8 @@ class FABAttacker(Attacker):
             wrong = tf.not_equal(tf.argmax(model_fn(nxt_img), axis=1, output_type=tf.int32), label)
             dist = threat.distance(nxt_img, clean)
             closer = tf.logical_and(wrong, dist < best_dist)
-            best = tf.where(tf.broadcast_to(tf.reshape(closer, [-1] + [1] * len(static)), tf.shape(best)), nxt_img, best)
+            keep = tf.broadcast_to(tf.reshape(closer, [-1] + [1] * len(static)), tf.shape(best))
+            best = tf.where(keep, nxt_img, best)
             best_dist = tf.where(closer, dist, best_dist)
             # adversarial: step back towards the clean image to look for a closer crossing
             nxt = tf.where(wrong[:, None], x0 + BETA * (nxt - x0), nxt)

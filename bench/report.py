@@ -367,15 +367,18 @@ def write_markdown(res, path):
     if meta.get("merged_from"):
         head.append("- Merged from %d runs (%s): each measurement that several of them made comes from the run in "
                     "which its own matmul reference was fastest, i.e. least slowed by other load (rows only the first "
-                    "run made, from it); pipeline, Horovod and the machine reference come from the first" % (len(meta["merged_from"]), "; ".join(
-                        "`%s`, %s, commit %s" % (m["command"], m["date"], m["commit"]) for m in meta["merged_from"])))
+                    "run made, from it); pipeline, Horovod and the machine reference come from the first" % (
+                        len(meta["merged_from"]),
+                        "; ".join("`%s`, %s, commit %s" % (m["command"], m["date"], m["commit"])
+                                  for m in meta["merged_from"])))
     if meta.get("flops_recounted_at"):
         head.append("- FLOPs (analytic) recounted with `--recount-flops` at commit %s" % meta["flops_recounted_at"])
     measured = [r for r in res["nets"] + res["keras"] + res["query_block"] if "matmul_cpu_per_wall_local" in r]
     busy = [r for r in measured if r.get("contended")]
     if measured:
         head.append("- Other load: %d of %d measurements ran while other processes took CPU time (their own matmul "
-                    "reference reached cpu/wall < 0.8 x %s cores, or a matmul speed below 0.8 of the run's best; marked † in the cpu/wall column). %s" % (
+                    "reference reached cpu/wall < 0.8 x %s cores, or a matmul speed below 0.8 of the run's best; "
+                    "marked † in the cpu/wall column). %s" % (
                         len(busy), len(measured), mach.get("cores"),
                         "Comparisons between rows use adjusted seconds (Conventions), which correct for that only "
                         "approximately: regenerate at a quiet moment." if busy else ""))

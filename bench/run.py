@@ -621,7 +621,8 @@ def main(argv=None):
                    help="repeat a measurement up to this many times when its matmul reference shows other processes "
                         "taking CPU; the least contended result is kept (default 0)")
     p.add_argument("--recount-flops", action="store_true",
-                   help="with --from-json: count the nets' FLOPs again with this checkout's nets/complexity.py (analytic, "
+                   help="with --from-json: count the nets' FLOPs again with this checkout's nets/complexity.py "
+                        "(analytic, "
                         "no timing), e.g. for the per-op split that older JSON lacks")
     p.add_argument("--from-json", nargs="+", metavar="JSON",
                    help="measure nothing: print the table and write --markdown (and --json-out) from earlier JSON; "

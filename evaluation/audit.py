@@ -238,4 +238,3 @@ def transfer_correct(predictor, directory, labels, batch):
     pred = dict(zip(names, logits.argmax(axis=1)))
     order = sorted(truth)
     return np.array([pred.get(f) == truth[f] for f in order], bool)
-

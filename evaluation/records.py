@@ -53,7 +53,7 @@ class AdversarialWriter:
                 path = os.path.join(self.directory, name, "%06d.png" % self._index(self.count + i))
                 if not cv2.imwrite(path, image):
                     raise DataError("could not write %s: check the disk and permissions" % path)
-        self._labels.extend(int(l) for l in labels)
+        self._labels.extend(int(label) for label in labels)
         self.count += len(labels)
 
     def close(self):

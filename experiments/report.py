@@ -714,7 +714,8 @@ def _targets(timings):
     return ("Targets: the suite was planned for about %d hours of jobs on 2 cores, with every training run under "
             "about %d minutes. Finished jobs: %.1f hours. Training runs over %d minutes: %d of %d%s." % (
                 TARGET_SUITE_HOURS, TARGET_TRAINING_SECONDS // 60, hours, TARGET_TRAINING_SECONDS // 60, len(over),
-                len(training), " (%s)" % ", ".join("%s %d min %02d s" % (n, t // 60, t % 60) for t, n in over) if over else ""))
+                len(training),
+                " (%s)" % ", ".join("%s %d min %02d s" % (n, t // 60, t % 60) for t, n in over) if over else ""))
 
 
 def checkpoint_cuts(out, budget, variants=VARIANTS):
@@ -747,13 +748,15 @@ def per_image_note(rows):
             if m == "all_or_nothing":
                 continue
             for seed, (_, n) in by_seed.items():
-                key = (seed, -n, int(re.sub(r"\D", "", m.split("@")[0]) or 0), "%s n=%d" % (metric_label(m.split("@")[0]), n))
+                key = (seed, -n, int(re.sub(r"\D", "", m.split("@")[0]) or 0),
+                       "%s n=%d" % (metric_label(m.split("@")[0]), n))
                 models.setdefault(key, []).append(name)
                 if seed not in row.per_image.get(m, {}):
                     missing.setdefault(key, []).append(name)
     if not missing:
         return ""
-    groups = ["%s in seed %d: %s" % (key[3], key[0], "every model" if len(names) == len(models[key]) else ", ".join(names))
+    groups = ["%s in seed %d: %s" % (key[3], key[0],
+                                     "every model" if len(names) == len(models[key]) else ", ".join(names))
               for key, names in sorted(missing.items())]
     return ("- Per-image results (`eval.py --per-image`), which the paired tests need, are missing for evaluations "
             "run before the runner kept them (and not backfilled): %s. Comparisons that involve them use the "
@@ -862,7 +865,8 @@ def write_report(out, budget, docs, meta, progress_line):
     earlier = ("\nEarlier runs of the suite, kept for comparison: %s." % ", ".join(
         "[%s](archive/%s)" % (n[:-3], n) for n in earlier)) if earlier else ""
     text = RESULTS_TEMPLATE.format(
-        out_shown=out_shown, earlier=earlier, progress=progress_line, draws=draws_note(out), command=meta["command"], commit=meta["commit"], machine=meta["machine"],
+        out_shown=out_shown, earlier=earlier, progress=progress_line, draws=draws_note(out), command=meta["command"],
+        commit=meta["commit"], machine=meta["machine"],
         wall=meta["wall"], date=meta["date"], seeds=", ".join(map(str, budget.seeds)),
         steps=budget.steps, batch=budget.batch, k=budget.train_attack_iter, eps=budget.epsilon,
         width=budget.width, bb_images=budget.black_box_images, n_transfer=len(budget.transfer_attacks()),
@@ -926,7 +930,8 @@ errors, counting two sources of noise. Training: how much one run's accuracy var
 another's, measured from the seeds of the Fig. 7 models (pooled over them). Test images:
 counted once, since every run sees the same images; the variance of the two models' per-image
 differences where both evaluations kept per-image results (paired), else both models' binomial
-variance (unpaired, so conservative). No verdict is given from fewer than {min_seeds} seeds. Where the evidence lists "per
+variance (unpaired, so conservative). No verdict is given from fewer than {min_seeds} seeds. Where the evidence lists
+"per
 seed", those are the separate runs' differences, followed by the difference the test needed.
 A claim "not shown here" is neither confirmed nor contradicted: its difference is within that
 noise. Fig. 6 compares attacks within one run on the same images, so training noise does not

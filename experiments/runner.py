@@ -171,7 +171,8 @@ def check_budget(layout, budget, record=True):
     changed = sorted(k for k in set(wanted) | set(recorded) if wanted.get(k) != recorded.get(k))
     if changed:
         return ("%s holds results of another budget (%s: %s there, %s now); pass a new --out, or the "
-                "options of that run" % (layout.out, ", ".join(changed), ", ".join(str(recorded.get(k)) for k in changed),
+                "options of that run" % (layout.out, ", ".join(changed),
+                                         ", ".join(str(recorded.get(k)) for k in changed),
                                          ", ".join(str(wanted.get(k)) for k in changed)))
     return None
 

@@ -47,7 +47,8 @@ def _read_npz(path):
         if "pickle" in str(e).lower():
             raise CheckpointError("%s holds pickled objects, which are refused (loading must not run code "
                                   "from a file): re-save it with plain arrays" % path) from None
-        raise CheckpointError("%s is not a valid .npz checkpoint (%s): re-download or re-export it" % (path, e)) from None
+        raise CheckpointError("%s is not a valid .npz checkpoint (%s): re-download or re-export it" % (
+            path, e)) from None
     except (zipfile.BadZipFile, EOFError, OSError) as e:
         raise CheckpointError("%s is truncated or not an .npz file (%s): re-download or re-export it" % (
             path, e.__class__.__name__)) from None

@@ -29,7 +29,8 @@ def bottleneck_block(x, width, out_channels, stride, data_format, groups=1, grad
     in_channels = x.shape.as_list()[1 if data_format == "NCHW" else 3]
     shortcut = x
     y = Conv2D("conv1", x, width, 1, activation=_bn_relu(data_format, gradients=gradients))
-    y = Conv2D("conv2", y, width, 3, strides=stride, split=groups, activation=_bn_relu(data_format, gradients=gradients))
+    y = Conv2D("conv2", y, width, 3, strides=stride, split=groups,
+               activation=_bn_relu(data_format, gradients=gradients))
     y = Conv2D("conv3", y, out_channels, 1, activation=_bn(data_format, zero_init=True, gradients=gradients))
     if in_channels != out_channels or stride != 1:
         shortcut = Conv2D("convshortcut", x, out_channels, 1, strides=stride,

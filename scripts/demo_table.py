@@ -40,7 +40,8 @@ def main(out):
         first, second = PARTS[0][0], PARTS[1][0]
         same = "%s -> %s" % (cell(second, "pgd10"), cell(second, "pgd100"))
         den = (arch["denoise"]["op"] if arch else None) or "none"
-        print("%-10s %-20s %-22s %-30s %-14s" % (name, cell(first, "clean", ci=True), cell(first, "pgd10", success=True),
+        print("%-10s %-20s %-22s %-30s %-14s" % (name, cell(first, "clean", ci=True),
+                                                 cell(first, "pgd10", success=True),
                                                  same, den))
 
 

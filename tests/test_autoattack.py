@@ -471,5 +471,5 @@ def test_audit_runs_every_check_and_writes_its_verdicts(trained_model, tmp_path)
 def test_bad_attack_flags_get_one_line_and_exit_2(trained_model, flags, words):
     out = eval_py("--load", trained_model, "--data", FMNIST, "--limit", "8", "--quiet", *flags, check=False)
     assert out.returncode == 2, out.stdout[-2000:]
-    errors = [l for l in out.stdout.splitlines() if "error" in l]
+    errors = [line for line in out.stdout.splitlines() if "error" in line]
     assert len(errors) == 1 and words in errors[0], out.stdout[-2000:]

@@ -14,7 +14,8 @@ def test_bench_run_tiny_writes_json_and_markdown(tmp_path):
     run([PYTHON, "-m", "bench.run", "--tiny", "--json-out", tmp_path / "bench.json", "--markdown", md], timeout=300)
     res = json.loads((tmp_path / "bench.json").read_text())
     for key in ("meta", "conventions", "reference", "complexity", "nets", "keras", "adv_step_ratio", "loop_overhead",
-                "denoise_overhead", "bn_gradient_ablation", "median_gradient_ablation", "dot_order", "pipeline", "query_block", "horovod",
+                "denoise_overhead", "bn_gradient_ablation", "median_gradient_ablation", "dot_order", "pipeline",
+                "query_block", "horovod",
                 "mixed_precision", "targets", "errors"):
         assert key in res, key
     assert res["errors"] == []

@@ -263,10 +263,10 @@ def test_fashion_train_flow_shards_shuffle_and_flip():
         assert len(flow) == 2
         batches = iterate(flow)
         assert len(batches) == 2
-        for images, labels in batches:
-            assert images.shape == (4, 28, 28, 1) and images.dtype == np.uint8
+        for pixels, labels in batches:
+            assert pixels.shape == (4, 28, 28, 1) and pixels.dtype == np.uint8
             assert labels.dtype == np.int32
-            idx, flipped = decode_indices(images)
+            idx, flipped = decode_indices(pixels)
             assert not flipped.any()
             np.testing.assert_array_equal(labels, idx % 10)
             seen.extend(idx.tolist())
@@ -339,8 +339,8 @@ def test_fake_flow_shapes_dtypes_and_seed():
     flow = data.fake_flow(3, image_size=20, channels=1, num_classes=7, seed=4, size=5)
     batches = iterate(flow)
     assert len(batches) == len(flow) == 5
-    for images, labels in batches:
-        assert images.shape == (3, 20, 20, 1) and images.dtype == np.uint8
+    for pixels, labels in batches:
+        assert pixels.shape == (3, 20, 20, 1) and pixels.dtype == np.uint8
         assert labels.shape == (3,) and labels.dtype == np.int32
         assert labels.min() >= 0 and labels.max() < 7
     assert not np.array_equal(batches[0][0], batches[1][0])

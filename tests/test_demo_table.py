@@ -19,8 +19,8 @@ def test_demo_table_compares_attacks_on_the_same_images(tmp_path):
     _eval(tmp_path / "denoise" / "eval-pgd10.json", {"clean": (0.84, 2000, 0.0), "pgd10": (0.795, 2000, 0.073)},
           "nonlocal-dot")
     out = run([PYTHON, REPO / "scripts" / "demo_table.py", tmp_path]).stdout
-    baseline = next(l for l in out.splitlines() if l.startswith("baseline"))
+    baseline = next(line for line in out.splitlines() if line.startswith("baseline"))
     assert "84.3 +- 1.6 (n=2000)" in baseline and "78.9 (6.9)" in baseline and "81.0 -> 79.2" in baseline
     assert baseline.rstrip().endswith("none")
-    denoise = next(l for l in out.splitlines() if l.startswith("denoise"))
+    denoise = next(line for line in out.splitlines() if line.startswith("denoise"))
     assert "- -> -" in denoise and denoise.rstrip().endswith("nonlocal-dot")

@@ -252,6 +252,7 @@ def test_attack_strength_is_paired_when_the_evaluations_kept_every_image(tmp_pat
                             "the first 500 images; seed 2: rates compared, unpaired)"), verdict
     # the whole-set estimate's drops are paired too: 15 of 500 and 9 of 100 images lost (and
     # none gained), each proportion with half an image added
+
     def paired(k, n):
         p_b, p_c = (k + 0.5) / (n + 1), 0.5 / (n + 1)
         return (p_b + p_c - (p_b - p_c) ** 2) / n
@@ -576,7 +577,8 @@ def test_tiny_suite_runs_resumes_and_writes_the_page(tmp_path):
     machines = json.loads((out / "machines.json").read_text())
     assert set(machines) == set(json.loads((out / "timings.json").read_text())) and len(machines) == 19
     assert "on %s;" % next(iter(machines.values())) in page
-    assert "kept for comparison: [RESULTS-first-run](archive/RESULTS-first-run.md)." in (docs / "RESULTS.md").read_text()
+    assert "kept for comparison: [RESULTS-first-run](archive/RESULTS-first-run.md)." in \
+        (docs / "RESULTS.md").read_text()
     assert "(1/" not in second.stdout
     # An older runner's results without per-image files get them by rerunning the evaluation,
     # kept only where the rerun reproduces the recorded numbers.
@@ -604,8 +606,8 @@ def test_tiny_suite_runs_resumes_and_writes_the_page(tmp_path):
                  "--report-only"], timeout=300, check=False)
     assert other.returncode == 2 and "holds results of another budget" in other.stdout, other.stdout
     # The block-usage table reads the trained nonlocal model's 4 blocks, not the baseline's.
-    usage = [l for l in page.splitlines() if l.startswith("| nonlocal |") and l.count("/") == 3]
-    assert len(usage) == 1 and not any(l.startswith("| baseline |") and " / " in l for l in page.splitlines())
+    usage = [line for line in page.splitlines() if line.startswith("| nonlocal |") and line.count("/") == 3]
+    assert len(usage) == 1 and not any(line.startswith("| baseline |") and " / " in line for line in page.splitlines())
 
 
 def test_the_page_says_how_the_evaluations_drew_targets_and_starts(tmp_path):
@@ -617,7 +619,8 @@ def test_the_page_says_how_the_evaluations_drew_targets_and_starts(tmp_path):
     result("a", "pgd(eps=25.5, step=2.55, iter=10, targeted, loss=xent)")
     assert "drawn per batch" in report.draws_note(str(tmp_path))
     result("b", "pgd(eps=25.5, step=2.55, iter=10, targeted, loss=xent, per-image seed=0)")
-    assert "some evaluations drew targets and starts per batch, newer ones per image" in report.draws_note(str(tmp_path))
+    note = report.draws_note(str(tmp_path))
+    assert "some evaluations drew targets and starts per batch, newer ones per image" in note
     result("a", "pgd(eps=25.5, step=2.55, iter=10, targeted, loss=xent, per-image seed=0)")
     assert "independent of the batch" in report.draws_note(str(tmp_path))
 

@@ -307,7 +307,6 @@ def test_nchw_matches_nhwc(denoise):
     np.testing.assert_allclose(nchw, nhwc, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(nhwc).max())))
 
 
-
 @pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
 @pytest.mark.parametrize("training", [False, True], ids=["frozen", "training"])
 def test_batchnorm_gradient_equals_tensorflows(data_format, training):

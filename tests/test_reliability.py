@@ -100,7 +100,8 @@ def copy_run(src, dst):
     ("train.py", ["--fake", "--attack-loss-scale", "512"], ["--attack-loss-scale applies to fp16 attacks only",
                                                             "--attack-precision fp16"]),
 ], ids=["negative-epsilon", "negative-iterations", "negative-iterations-eval", "step-above-epsilon",
-        "default-step-above-epsilon", "batch-0", "batch-negative-eval", "negative-query-block", "seed-too-large", "unknown-arch", "unknown-denoise-op",
+        "default-step-above-epsilon", "batch-0", "batch-negative-eval", "negative-query-block", "seed-too-large",
+        "unknown-arch", "unknown-denoise-op",
         "batch-and-total-batch", "loss-scale-without-fp16"])
 def test_a_bad_flag_gives_one_line_naming_the_problem_and_the_fix(tmp_path, prog, args, words):
     """One line, exit 2, and nothing started: no log directory (train.py) or result file."""

@@ -85,7 +85,7 @@ def test_only_an_unsupported_python_stops_with_one_line(tmp_path):
     venv = tmp_path / "venv"
     out = _setup(["--venv", str(venv)], env, tmp_path)
     assert out.returncode == 2, out.stdout + out.stderr
-    lines = [l for l in out.stderr.splitlines() if l.strip()]
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, out.stderr
     line = lines[0]
     assert "no Python 3.9-3.12" in line and "python3 is 3.13" in line
@@ -99,7 +99,7 @@ def test_explicit_python_of_an_unsupported_version_is_refused(tmp_path):
     out = _setup(["--venv", str(tmp_path / "venv"), "--python", unsupported, "--venv-only"], dict(os.environ),
                  tmp_path)
     assert out.returncode == 2
-    lines = [l for l in out.stderr.splitlines() if l.strip()]
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "is not a Python 3.9-3.12" in lines[0], out.stderr
 
 
