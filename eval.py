@@ -12,7 +12,6 @@ The architecture is read from the checkpoint (nets/infer.py) unless flags are gi
 other default comes from the preset (``--preset``, config/presets.py).
 """
 import argparse
-import json
 import os
 import sys
 
@@ -28,6 +27,9 @@ def parse_args(argv=None):
                    help="ImageNet root (val/) or the Fashion-MNIST directory")
     g.add_argument("--dataset", choices=("auto",) + DATASETS, default="auto",
                    help="auto: the preset's, else the one the checkpoint records, else recognised from --data")
+    g.add_argument("--max-image-pixels", type=positive_int, default=None,
+                   help="image files with more pixels than this are skipped, unread (default 100,000,000: far above "
+                        "ImageNet's largest images)")
     g.add_argument("--fake", action="store_true", help="random images of the right shapes")
     g.add_argument("--limit", type=positive_int, default=None, help="only the first N images")
     g.add_argument("--batch", type=positive_int, default=None, help="default: the preset's (ImageNet 50, "
@@ -124,19 +126,47 @@ def resolve_arch(args, params, recorded_arch, preset):
     return spec
 
 
+OUTPUTS = ("json_out", "plot_out", "per_image", "prediction_file", "logits_file", "export_frozen",
+           "export_savedmodel", "save_adversarial")
+OUTPUT_DIRECTORIES = ("--export-savedmodel", "--save-adversarial")
+INPUTS = ("load", "data", "labels", "eval_directory", "all_or_nothing", "audit_transfer")
+
+
+def check_paths(args):
+    """Every output writable and none an input, before any work (core/files.py); the
+    directories a run creates whole must not exist yet (or be empty)."""
+    from core.files import PathError, check_outputs
+    flag = lambda name: "--" + name.replace("_", "-")  # noqa: E731
+    check_outputs([(flag(n), getattr(args, n)) for n in OUTPUTS],
+                  [(flag(n), getattr(args, n)) for n in INPUTS if getattr(args, n)], OUTPUT_DIRECTORIES)
+    if args.export_savedmodel and os.path.exists(args.export_savedmodel):
+        raise PathError("--export-savedmodel %s exists: SavedModel export needs a new directory" %
+                        args.export_savedmodel)
+    if args.save_adversarial and os.path.isdir(args.save_adversarial) and os.listdir(args.save_adversarial):
+        raise PathError("--save-adversarial %s is not empty: pass a new directory (a set is written whole, never mixed "
+                        "into another)" % args.save_adversarial)
+
+
 def main(argv=None):
     args = parse_args(argv)
     from attacks import AttackError
     from config.flags import FlagError
+    from core.files import PathError
+    from core.interrupt import Interrupted, exit_on_signals
     from data.errors import DataError
     from model.checkpoint import CheckpointError
     from nets import SpecError
 
     try:
-        return run(args)
-    except (SpecError, AttackError, DataError, CheckpointError, FlagError) as e:
+        with exit_on_signals():
+            check_paths(args)
+            return run(args)
+    except (SpecError, AttackError, DataError, CheckpointError, FlagError, PathError) as e:
         print("eval.py: error: %s" % e, file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print("eval.py: %s; no output file was left half-written: run the same command again" % e, file=sys.stderr)
+        return e.status
 
 
 def run(args):
@@ -148,7 +178,7 @@ def run(args):
     from attacks import AUTOATTACK, STANDARD_ITERATIONS, STANDARD_QUERIES
     from config.flags import arch_flags_given, attacker_from_args, choose_preset, iterations, or_preset
     from core.dist import rank_and_size
-    from core.files import atomic_write
+    from core.files import write_json
     from core.provenance import git_commit
     from data.errors import DataError
     from evaluation import jobs
@@ -179,13 +209,12 @@ def run(args):
         skipped = 0
         if args.eval_directory:
             res = jobs.predictions(predictor, args.eval_directory, batch, progress, args.prediction_file,
-                                   args.logits_file)
+                                   args.logits_file, args.max_image_pixels)
             skipped += res.pop("skipped_images")
             out.update(res)
         if args.all_or_nothing:
-            if not args.labels:
-                raise DataError("--all-or-nothing needs --labels FILE with the true 'filename,label' lines")
-            res = jobs.all_or_nothing_job(predictor, args.all_or_nothing, args.labels, batch, progress, args.per_image)
+            res = jobs.all_or_nothing_job(predictor, args.all_or_nothing, args.labels, batch, progress, args.per_image,
+                                          args.max_image_pixels)
             skipped += res.pop("skipped_images")
             out.update(res)
         out["skipped_images"] = skipped
@@ -193,7 +222,7 @@ def run(args):
         from config.flags import attack_epsilon
         from evaluation.audit import Audit, transfer_correct
         seed = or_preset(args.seed, preset, "eval_seed")
-        source = data.open_dataset(dataset, args.data, fake=args.fake)
+        source = data.open_dataset(dataset, args.data, fake=args.fake, max_pixels=args.max_image_pixels)
         batch = args.batch or preset.eval_batch
         transfer = None
         if args.audit_transfer:
@@ -221,7 +250,7 @@ def run(args):
                             "standard is 100): pass --attack-iter 100, or 0,100 with the clean figure")
         members = autoattack_members(args.norm, attack_epsilon(args, preset), attacked[0],
                                      args.square_queries or STANDARD_QUERIES, per_image_seed=seed)
-        source = data.open_dataset(dataset, args.data, fake=args.fake)
+        source = data.open_dataset(dataset, args.data, fake=args.fake, max_pixels=args.max_image_pixels)
         out.update(jobs.autoattack(arch, params, args.load, Ensemble("autoattack", members), source,
                                    args.batch or preset.eval_batch, limit=args.limit, progress=progress, seed=seed,
                                    save_adversarial=args.save_adversarial, per_image=args.per_image))
@@ -235,7 +264,7 @@ def run(args):
             attackers[name] = attacker_from_args(args, preset, n, restarts=args.restarts if n else 1,
                                                  seed=seed, per_image_seed=seed, precision_flags=True)
             iters_by_name[name] = n
-        source = data.open_dataset(dataset, args.data, fake=args.fake)
+        source = data.open_dataset(dataset, args.data, fake=args.fake, max_pixels=args.max_image_pixels)
         out.update(jobs.white_box(arch, params, args.load, attackers, source, args.batch or preset.eval_batch,
                                   limit=args.limit, progress=progress, seed=seed,
                                   save_adversarial=args.save_adversarial, per_image=args.per_image,
@@ -244,7 +273,7 @@ def run(args):
         print("eval.py: skipped %d unreadable image file(s), each named in a warning above" % out["skipped_images"],
               file=sys.stderr)
     if args.json_out and rank == 0:
-        atomic_write(args.json_out, lambda f: f.write(json.dumps(out, indent=2, sort_keys=True)), mode="w")
+        write_json(args.json_out, out)
     return 0
 
 

@@ -27,6 +27,9 @@ def parse_args(argv=None):
                    help="ImageNet root (train/ and val/) or the directory of the Fashion-MNIST IDX files")
     g.add_argument("--dataset", choices=("auto",) + DATASETS, default="auto",
                    help="auto: the preset's, else recognised from the directory's contents")
+    g.add_argument("--max-image-pixels", type=positive_int, default=None,
+                   help="image files with more pixels than this are skipped, unread (default 100,000,000: far above "
+                        "ImageNet's largest images)")
     g.add_argument("--fake", action="store_true", help="random data of the right shapes (benchmarks, tests)")
     g.add_argument("--loader-workers", type=positive_int, default=None,
                    help="decoding processes per rank (ImageNet)")
@@ -63,6 +66,10 @@ def parse_args(argv=None):
     g.add_argument("--logdir", default=None, help="default: train_log/<arch name>")
     g.add_argument("--load", default=None, help="initialise from a .npz or TF checkpoint (must fit exactly)")
     g.add_argument("--keep-checkpoints", type=positive_int, default=None, help="default 3")
+    g.add_argument("--restart", action="store_true",
+                   help="train from scratch in --logdir even though it holds an earlier run (whose files are moved "
+                        "to <logdir>/previous-<time>/); without it, a run resumes from its newest checkpoint and a "
+                        "log directory with no checkpoint left is refused")
     g.add_argument("--seed", type=seed_int, default=None)
     return p.parse_args(argv)
 
@@ -78,13 +85,26 @@ def main(argv=None):
     from nets import SpecError
     from training.callbacks import RanksDiverged, TrainingDiverged
 
+    from core.files import PathError
+    from core.interrupt import Interrupted, exit_on_signals
+    from training.resume import RunFinished
+
     logdir = None
     try:
-        from training.trainer import train
-        job = training_job(args)
-        logdir = job["plan"].logdir
-        train(job["plan"], job["arch"], job["train_attacker"], job["source"], extra_info=job["info"])
-    except (SpecError, AttackError, DataError, CheckpointError, FlagError, TrainingDiverged, RanksDiverged) as e:
+        with exit_on_signals():
+            from training.trainer import train
+            job = training_job(args)
+            logdir = job["plan"].logdir
+            train(job["plan"], job["arch"], job["train_attacker"], job["source"], extra_info=job["info"])
+    except RunFinished as e:
+        print("train.py: %s" % e, file=sys.stderr)
+        return 0
+    except Interrupted as e:
+        print("train.py: %s; the last checkpoint in %s is intact: run the same command to resume" % (
+            e, logdir or "the log directory"), file=sys.stderr)
+        return e.status
+    except (SpecError, AttackError, DataError, CheckpointError, FlagError, PathError, TrainingDiverged,
+            RanksDiverged) as e:
         print("train.py: error: %s" % e, file=sys.stderr)
         return 3 if isinstance(e, (TrainingDiverged, RanksDiverged)) else 2
     except tf.errors.OpError as e:
@@ -111,6 +131,7 @@ def training_job(args):
     from config.flags import (arch_from_args, attacker_from_args, batch_per_worker, choose_preset, iterations,
                               or_preset, preset_dataset)
     from core.dist import rank_and_size
+    from core.files import check_outputs
     from core.provenance import git_commit
     from nets.complexity import complexity
     from training.schedule import LRSchedule
@@ -126,7 +147,7 @@ def training_job(args):
         tf.compat.v1.set_random_seed(seed + rank)
         np.random.seed(seed + rank)
     batch = batch_per_worker(args.batch, args.total_batch, size, preset.batch)
-    source = data.open_dataset(dataset, args.data, fake=args.fake)
+    source = data.open_dataset(dataset, args.data, fake=args.fake, max_pixels=args.max_image_pixels)
     arch = arch_from_args(args, preset, image_size=source.image_size, num_classes=source.num_classes,
                           image_channels=source.image_channels)
     attack_iter = or_preset(args.attack_iter, preset, "train_attack_iter")
@@ -150,6 +171,8 @@ def training_job(args):
     schedule = LRSchedule(total_batch=total_batch, base_lr=or_preset(args.base_lr, preset, "base_lr"),
                           warmup_epochs=or_preset(args.warmup_epochs, preset, "warmup_epochs"), decay_epochs=decay)
     logdir = args.logdir or os.path.join("train_log", arch.name)
+    check_outputs([("--logdir", logdir)], [("--load", args.load), ("--data", args.data)] if args.load else
+                  [("--data", args.data)], directories=("--logdir",))
     if rank == 0:
         logger.set_logger_dir(logdir, action="k")
     plan = TrainPlan(logdir=logdir, epochs=args.epochs or preset.epochs, steps_per_epoch=steps,
@@ -159,7 +182,8 @@ def training_job(args):
                      momentum=or_preset(args.momentum, preset, "momentum"),
                      keep_checkpoints=or_preset(args.keep_checkpoints, preset, "keep_checkpoints"), load=args.load,
                      evals=tuple(evals), eval_batch=args.eval_batch or preset.eval_batch,
-                     eval_limit=args.eval_limit or preset.eval_limit, seed=seed, loader_workers=args.loader_workers)
+                     eval_limit=args.eval_limit or preset.eval_limit, seed=seed, loader_workers=args.loader_workers,
+                     restart=args.restart)
     if rank == 0:
         params, flops = complexity(arch)
         logger.info("Architecture %s: %.2fM parameters, %.3f GFLOPs (multiply-adds) per image; training "

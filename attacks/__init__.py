@@ -11,7 +11,7 @@ from .fab import FABAttacker  # noqa: F401
 from .factory import (ALL_ATTACKS, ATTACKERS, AUTOATTACK, STANDARD_ITERATIONS, STANDARD_QUERIES,  # noqa: F401
                       UNTARGETED_ONLY, autoattack_members, make_attacker, make_member)
 from .iterative import FGSMAttacker, IFGSMAttacker, MIFGSMAttacker, PGDAttacker  # noqa: F401
-from .metrics import METRICS, per_image_metrics  # noqa: F401
+from .metrics import METRICS, RATES, per_image_metrics  # noqa: F401
 from .precision import FP32, Precision  # noqa: F401
 from .restarts import RestartAttacker  # noqa: F401
 from .square import SquareAttacker  # noqa: F401

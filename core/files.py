@@ -1,6 +1,8 @@
 """Writing files so that an interrupted write never replaces a good file: the new content
 goes to a temporary file in the same directory, is flushed to disk, then renamed over the
 target. A kill or a full disk mid-write leaves the previous file intact."""
+import json
+import math
 import os
 import tempfile
 
@@ -39,3 +41,71 @@ def atomic_write(path, write_fn, mode="wb"):
         except OSError:
             pass
         raise
+
+
+def json_safe(value):
+    """``value`` with every non-finite float (NaN, inf) replaced by None: strict JSON parsers
+    reject NaN, which Python's json writes by default."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:     # numpy scalars
+        return json_safe(value.item())
+    return value
+
+
+def write_json(path, value, indent=2):
+    """Strict JSON (no NaN) written atomically."""
+    text = json.dumps(json_safe(value), indent=indent, sort_keys=True, allow_nan=False, default=str)
+    atomic_write(path, lambda f: f.write(text), mode="w")
+
+
+class PathError(ValueError):
+    """An output path that cannot be written, or that is one of the inputs (one line)."""
+
+
+def _same(a, b):
+    """True if paths ``a`` and ``b`` name the same file or directory (after symlinks), or
+    would once created (the same resolved path)."""
+    try:
+        if os.path.exists(a) and os.path.exists(b):
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_outputs(outputs, inputs=(), directories=()):
+    """Before any long work: every output (flag -> path; None skipped) can be written, and
+    none is an input (flag -> path or list of paths), so that an evaluation of hours never ends
+    by failing to write its result or by replacing the only copy of the weights. ``directories``:
+    the output flags that name directories (created or filled by the run). Raises PathError."""
+    input_paths = []
+    for flag, value in inputs:
+        for path in ([value] if isinstance(value, str) else list(value or [])):
+            input_paths.append((flag, path))
+    for flag, path in outputs:
+        if not path:
+            continue
+        for in_flag, in_path in input_paths:
+            if _same(path, in_path) or (in_flag == "--load" and _same(path, in_path + ".index")):
+                raise PathError("%s %s is the %s input: writing it would replace the input; pass another path" % (
+                    flag, path, in_flag))
+        is_dir = flag in directories
+        if os.path.isdir(path) and not is_dir:
+            raise PathError("%s %s is a directory: pass a file path" % (flag, path))
+        if os.path.exists(path) and is_dir and not os.path.isdir(path):
+            raise PathError("%s %s is a file, not a directory: pass a directory path" % (flag, path))
+        parent = os.path.dirname(os.path.abspath(path))
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+            raise PathError("%s %s goes through %s, which is a file: pass a path in a directory" % (flag, path, parent))
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise PathError("%s %s cannot be written (no write permission in %s): pass a path you can write" % (
+                flag, path, parent))
+        if os.path.exists(path) and not os.access(path, os.W_OK):
+            raise PathError("%s %s is not writable: pass a path you can write" % (flag, path))

@@ -119,8 +119,9 @@ class ImageMapper:
     """
 
     def __init__(self, augmentors, key_dtype=np.int32, seed=None, stream=0, skipped=None,
-                 keep_failed=False):
+                 keep_failed=False, max_pixels=None):
         self.augmentors = list(augmentors)
+        self.max_pixels = max_pixels
         self.key_dtype, self.seed, self.stream = key_dtype, seed, stream
         self.skipped, self.keep_failed = skipped, keep_failed
         self._pid = os.getpid()
@@ -137,7 +138,7 @@ class ImageMapper:
             self._pid = pid
             self._reseed([pid])
         path, key = dp
-        image = read_image_bgr(path, self.skipped)
+        image = read_image_bgr(path, self.skipped, self.max_pixels)
         if image is None:
             return [None, key] if self.keep_failed else None
         for aug in self.augmentors:

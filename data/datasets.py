@@ -53,9 +53,10 @@ class ImageNet:
     name = "imagenet"
     image_size, image_channels, num_classes = 224, 3, 1000
 
-    def __init__(self, root):
+    def __init__(self, root, max_pixels=None):
         from .imagenet import list_imagenet
         self.root = root
+        self.max_pixels = max_pixels
         self.skipped = SkippedFiles()
         self._train_list = None
         self._val_list, self.class_names = list_imagenet(root, "val")
@@ -75,12 +76,14 @@ class ImageNet:
     def train_flow(self, batch, rank, size, seed=None, workers=None):
         from .imagenet import imagenet_train_flow
         return imagenet_train_flow(self.root, batch, shard_index=rank, num_shards=size,
-                                   parallel=workers or 4, image_size=self.image_size, seed=seed, skipped=self.skipped)
+                                   parallel=workers or 4, image_size=self.image_size, seed=seed, skipped=self.skipped,
+                                   max_pixels=self.max_pixels)
 
     def eval_flow(self, batch, rank, size, limit=None):
         from .imagenet import imagenet_eval_flow
         return imagenet_eval_flow(self.root, batch, shard_index=rank, num_shards=size,
-                                  image_size=self.image_size, limit=limit, skipped=self.skipped)
+                                  image_size=self.image_size, limit=limit, skipped=self.skipped,
+                                  max_pixels=self.max_pixels)
 
 
 class Fake:
@@ -106,9 +109,11 @@ class Fake:
                          seed=1000 + rank, size=per_rank, fixed=True)
 
 
-def open_dataset(dataset, path, fake=False):
+def open_dataset(dataset, path, fake=False, max_pixels=None):
+    """The data source of ``dataset`` at ``path`` (random batches with ``fake``); image files
+    with more than ``max_pixels`` pixels are skipped before decoding."""
     if fake:
         return Fake(dataset)
     if dataset == "fashion-mnist":
         return FashionMNIST(path)
-    return ImageNet(path)
+    return ImageNet(path, max_pixels=max_pixels)

@@ -245,7 +245,7 @@ def _default_parallel():
 
 
 def imagenet_train_flow(root, batch, shard_index=0, num_shards=1, parallel=None, image_size=224,
-                        seed=None, split="train", skipped=None):
+                        seed=None, split="train", skipped=None, max_pixels=None):
     """Training batches ``(uint8 [batch, S, S, 3] BGR, int32 [batch])`` of this rank's shard.
 
     fb.resnet.torch augmentation (:func:`data.augment.train_augmentors`), reshuffled every
@@ -264,7 +264,8 @@ def imagenet_train_flow(root, batch, shard_index=0, num_shards=1, parallel=None,
                         % (shard_index, num_shards, os.path.join(root, split), len(shard), batch))
     parallel = _default_parallel() if parallel is None else int(parallel)
     ds = ItemFlow(shard, shuffle=True, seed=seed, stream=2 * int(shard_index))
-    mapper = ImageMapper(train_augmentors(image_size), seed=seed, stream=2 * int(shard_index) + 1, skipped=skipped)
+    mapper = ImageMapper(train_augmentors(image_size), seed=seed, stream=2 * int(shard_index) + 1, skipped=skipped,
+                         max_pixels=max_pixels)
     if parallel > 1:
         ds = MultiProcessMapDataZMQ(ds, num_proc=parallel, map_func=mapper,
                                     buffer_size=min(len(shard), 200), strict=False)
@@ -274,7 +275,7 @@ def imagenet_train_flow(root, batch, shard_index=0, num_shards=1, parallel=None,
 
 
 def imagenet_eval_flow(root, batch, shard_index=0, num_shards=1, parallel=1, image_size=224,
-                       split="val", limit=None, skipped=None):
+                       split="val", limit=None, skipped=None, max_pixels=None):
     """Evaluation batches ``(uint8 [B, S, S, 3] BGR, int32 [B])``, every image once.
 
     Resize the shortest edge to round(S*256/224) (bicubic), center crop S. ``limit`` keeps
@@ -286,7 +287,8 @@ def imagenet_eval_flow(root, batch, shard_index=0, num_shards=1, parallel=1, ima
     if limit is not None:
         items = items[:max(0, int(limit))]
     shard = shard_items(items, shard_index, num_shards)
-    ds = _ordered_map(ItemFlow(shard), ImageMapper(eval_augmentors(image_size), skipped=skipped), int(parallel))
+    mapper = ImageMapper(eval_augmentors(image_size), skipped=skipped, max_pixels=max_pixels)
+    ds = _ordered_map(ItemFlow(shard), mapper, int(parallel))
     return BatchData(ds, batch, remainder=True)
 
 
@@ -302,13 +304,13 @@ def list_image_directory(directory):
     return names
 
 
-def black_box_directory_flow(directory, batch, image_size=224, parallel=1, skipped=None):
+def black_box_directory_flow(directory, batch, image_size=224, parallel=1, skipped=None, max_pixels=None):
     """Every image file directly in ``directory``, sorted by file name, resized naively to
     SxS (bicubic, no crop: the original's black-box mode). Yields ``(uint8 [B, S, S, 3] BGR,
     file names [B] (str))``, the last batch possibly smaller; undecodable files are
     reported, counted in ``skipped`` (a :class:`data.images.SkippedFiles`) and skipped."""
     names = list_image_directory(directory)
     items = [(os.path.join(directory, name), name) for name in names]
-    mapper = ImageMapper(black_box_augmentors(image_size), key_dtype=None, skipped=skipped)
+    mapper = ImageMapper(black_box_augmentors(image_size), key_dtype=None, skipped=skipped, max_pixels=max_pixels)
     ds = _ordered_map(ItemFlow(items), mapper, int(parallel))
     return BatchData(ds, batch, remainder=True)

@@ -106,6 +106,61 @@ def jpeg_is_complete(data):
     return sos is None or buf.find(b"\xff\xd9", sos) != -1
 
 
+# Images larger than this are skipped before decoding (``--max-image-pixels``): ImageNet's
+# largest training images have about 30 million pixels; a 20000 x 20000 PNG of a few hundred
+# KB (a decompression bomb) would take 1.2 GB as BGR.
+DEFAULT_MAX_PIXELS = 100_000_000
+
+
+def image_size(buf):
+    """(width, height) from the header of PNG, JPEG, GIF, BMP or WebP data, or None where the
+    format is another (the decoder then decides alone)."""
+    b = bytes(buf[:32]) if not isinstance(buf, bytes) else buf[:32]
+    if b[:8] == b"\x89PNG\r\n\x1a\n" and len(b) >= 24:
+        return int.from_bytes(b[16:20], "big"), int.from_bytes(b[20:24], "big")
+    if b[:6] in (b"GIF87a", b"GIF89a") and len(b) >= 10:
+        return int.from_bytes(b[6:8], "little"), int.from_bytes(b[8:10], "little")
+    if b[:2] == b"BM" and len(b) >= 26:
+        return abs(int.from_bytes(b[18:22], "little", signed=True)), abs(int.from_bytes(b[22:26], "little",
+                                                                                         signed=True))
+    if b[:4] == b"RIFF" and b[8:12] == b"WEBP" and len(b) >= 30:
+        kind = b[12:16]
+        if kind == b"VP8X":
+            return 1 + int.from_bytes(b[24:27], "little"), 1 + int.from_bytes(b[27:30], "little")
+        if kind == b"VP8L":
+            bits = int.from_bytes(b[21:25], "little")
+            return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+        if kind == b"VP8 ":
+            return int.from_bytes(b[26:28], "little") & 0x3FFF, int.from_bytes(b[28:30], "little") & 0x3FFF
+        return None
+    full = bytes(buf) if not isinstance(buf, bytes) else buf
+    if full[:2] == b"\xff\xd8":
+        return _jpeg_size(full)
+    return None
+
+
+def _jpeg_size(buf):
+    """(width, height) from a JPEG's first start-of-frame marker (SOF0..SOF15 but DHT, JPG
+    and DAC), walking the marker segments as ``_main_scan_start`` does."""
+    n, pos = len(buf), 2
+    while pos + 4 <= n:
+        if buf[pos] != 0xFF:
+            return None
+        marker = buf[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        if marker in (0x01,) or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and pos + 9 <= n:
+            return int(buf[pos + 7]) << 8 | int(buf[pos + 8]), int(buf[pos + 5]) << 8 | int(buf[pos + 6])
+        if marker == 0xDA:
+            return None
+        pos += 2 + (int(buf[pos + 2]) << 8 | int(buf[pos + 3]))
+    return None
+
+
 def to_bgr_uint8(image):
     """Normalise a decoded image (any of OpenCV's IMREAD_UNCHANGED results) to uint8
     ``[H, W, 3]`` BGR; None for layouts or sample types it cannot convert."""
@@ -128,10 +183,11 @@ def to_bgr_uint8(image):
     return None
 
 
-def read_image_bgr(path, skipped=None):
+def read_image_bgr(path, skipped=None, max_pixels=None):
     """Decode an image file to uint8 ``[H, W, 3]`` BGR, or return None (and record the file
     in ``skipped``, a :class:`SkippedFiles` of the caller's data source; without one, the skip
-    is only logged) if it cannot be read or decoded."""
+    is only logged) if it cannot be read or decoded, or its header says it has more than
+    ``max_pixels`` pixels (default ``DEFAULT_MAX_PIXELS``): such a file is not decoded at all."""
     skipped = SkippedFiles() if skipped is None else skipped
     try:
         buf = np.fromfile(path, dtype=np.uint8)
@@ -140,6 +196,12 @@ def read_image_bgr(path, skipped=None):
         return None
     if buf.size == 0:
         skipped.record(path, "the file is empty")
+        return None
+    size = image_size(buf)
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    if size is not None and size[0] * size[1] > limit:
+        skipped.record(path, "%d x %d pixels, more than the limit of %d (--max-image-pixels): not decoded" % (
+            size[0], size[1], limit))
         return None
     if not jpeg_is_complete(buf):
         skipped.record(path, "truncated JPEG (no end-of-image marker)")

@@ -150,6 +150,7 @@ class AutoAttackEvaluator:
             rate = metric_sums[i] / max(count, 1)
             r[m] = rate
             r[m + "_ci95"] = binomial_ci95(rate, count)
+        r["non_finite_images"] = int(round(metric_sums[METRICS.index("non_finite_logits")]))
         return r
 
 

@@ -15,6 +15,7 @@ from core.dist import rank_and_size, sum_now
 from core.files import atomic_write
 from data.errors import DataError
 from data.images import SkippedFiles
+from data.labels import format_labels, read_labels, write_labels
 
 from .blackbox import all_or_nothing, save_all_or_nothing_per_image
 from .predictor import Predictor
@@ -32,10 +33,17 @@ def white_box(arch, params, path, attackers, source, batch, limit=None, progress
     evaluator = WhiteBoxEvaluator(arch, attackers, params, path, seed=seed)
     writer = AdversarialWriter(save_adversarial, attackers, rank, size) if save_adversarial else None
     recorder = PerImageRecorder(per_image, attackers) if per_image else None
-    results = evaluator.run(flow, total_batches=ceil_div(source.num_eval(limit), batch * size),
-                            progress=progress and rank == 0, writer=writer, per_image=recorder)
+    try:
+        results = evaluator.run(flow, total_batches=ceil_div(source.num_eval(limit), batch * size),
+                                progress=progress and rank == 0, writer=writer, per_image=recorder)
+    except BaseException:
+        if writer:
+            writer.abandon()          # a partial set must never be mistaken for a whole one
+        raise
     skipped = int(sum_now([source.skipped.num_files])[0]) if size > 1 else source.skipped.num_files
     if (writer or recorder) and size > 1 and skipped:
+        if writer:
+            writer.abandon()
         raise DataError("--per-image and --save-adversarial under horovodrun cannot place the images "
                         "of the unreadable files named above in the images' order (no labels.txt or "
                         "per-image file was written): rerun in one process")
@@ -70,11 +78,18 @@ def autoattack(arch, params, path, ensemble, source, batch, limit=None, progress
     recorder = PerImageRecorder(per_image, ["clean", name], extra=("member/" + name, "queries/" + name)) \
         if per_image else None
     start = time.time()
-    results = evaluator.run(flow, total_batches=ceil_div(source.num_eval(limit), batch * size),
-                            progress=progress and rank == 0, writer=writer, per_image=recorder)
+    try:
+        results = evaluator.run(flow, total_batches=ceil_div(source.num_eval(limit), batch * size),
+                                progress=progress and rank == 0, writer=writer, per_image=recorder)
+    except BaseException:
+        if writer:
+            writer.abandon()
+        raise
     results[name]["seconds_wall"] = time.time() - start
     skipped = int(sum_now([source.skipped.num_files])[0]) if size > 1 else source.skipped.num_files
     if (writer or recorder) and size > 1 and skipped:
+        if writer:
+            writer.abandon()
         raise DataError("--per-image and --save-adversarial under horovodrun cannot place the images "
                         "of the unreadable files named above in the images' order (no labels.txt or "
                         "per-image file was written): rerun in one process")
@@ -96,10 +111,11 @@ def autoattack(arch, params, path, ensemble, source, batch, limit=None, progress
     return {"white_box": results, "skipped_images": skipped}
 
 
-def predict_directory(predictor, directory, batch, progress, skipped):
+def predict_directory(predictor, directory, batch, progress, skipped, max_pixels=None):
     """-> (filenames, logits) for every readable image in ``directory``."""
     from data.imagenet import black_box_directory_flow
-    flow = black_box_directory_flow(directory, batch, image_size=predictor.arch.image_size, skipped=skipped)
+    flow = black_box_directory_flow(directory, batch, image_size=predictor.arch.image_size, skipped=skipped,
+                                    max_pixels=max_pixels)
     flow.reset_state()
     names, logits = [], []
     for images, filenames in tqdm(flow, disable=not progress, desc=os.path.basename(directory.rstrip("/")),
@@ -110,21 +126,6 @@ def predict_directory(predictor, directory, batch, progress, skipped):
         logits.append(predictor(images))
         names.extend(filenames)
     return names, (np.concatenate(logits) if logits else np.zeros((0, predictor.arch.num_classes)))
-
-
-def read_labels(path):
-    """{filename: label} of a ``filename,label`` (or ``filename label``) file."""
-    labels = {}
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            parts = line.replace(",", " ").split()
-            if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-                raise DataError("%s line %d is not 'filename,label': fix the labels file" % (path, lineno))
-            labels[parts[0]] = int(parts[1])
-    return labels
 
 
 def attacker_keys(directories):
@@ -138,33 +139,93 @@ def attacker_keys(directories):
     return [os.path.normpath(d) for d in directories]
 
 
-def predictions(predictor, directory, batch, progress=True, prediction_file=None, logits_file=None):
-    """Black-box predictions of every image in ``directory``: ``filename,label`` lines to
-    ``prediction_file`` (or stdout), logits to ``logits_file``. Returns the JSON entries."""
+def predictions(predictor, directory, batch, progress=True, prediction_file=None, logits_file=None, max_pixels=None):
+    """Black-box predictions of every image in ``directory``: ``filename,label`` lines
+    (data/labels.py) to ``prediction_file`` (or stdout), logits to ``logits_file``. Returns the
+    JSON entries."""
     skipped = SkippedFiles()
-    names, logits = predict_directory(predictor, directory, batch, progress, skipped)
+    names, logits = predict_directory(predictor, directory, batch, progress, skipped, max_pixels)
     preds = logits.argmax(axis=1) if len(names) else []
-    lines = "".join("%s,%d\n" % (n, p) for n, p in zip(names, preds))
+    pairs = list(zip(names, (int(p) for p in preds)))
     if prediction_file:
-        atomic_write(prediction_file, lambda f: f.write(lines), mode="w")
+        write_labels(prediction_file, pairs)
         print("wrote %d predictions to %s" % (len(names), prediction_file))
     else:
-        sys.stdout.write(lines)
+        sys.stdout.write(format_labels(pairs))
     if logits_file:
         atomic_write(logits_file, lambda f: np.savez(f, filenames=np.array(names), logits=logits))
     return {"predictions": len(names), "skipped_images": skipped.num_files}
 
 
-def all_or_nothing_job(predictor, directories, labels_path, batch, progress=True, per_image=None):
-    """The CAAD 2018 criterion over every attacker's directory (Sec. 6.2). Returns the JSON
-    entries."""
-    truth = read_labels(labels_path)
+def attacker_sets(paths):
+    """The attackers of --all-or-nothing: each directory of images is one, and each
+    ``images/<attack>`` array of an ``.npz`` written by --save-adversarial is one. ->
+    [(key, directory or (file, array name))]."""
+    out = []
+    keys = attacker_keys([p for p in paths])
+    for path, key in zip(paths, keys):
+        if str(path).endswith(".npz") and os.path.isfile(path):
+            with np.load(path, allow_pickle=False) as z:
+                arrays = sorted(k for k in z.files if k.startswith("images/"))
+            if not arrays:
+                raise DataError("%s holds no images/<attack> arrays: pass a file written by eval.py --save-adversarial "
+                                "FILE.npz, or a directory of images" % path)
+            out += [("%s/%s" % (key, k.split("/", 1)[1]), (path, k)) for k in arrays]
+        else:
+            out.append((key, path))
+    return out
+
+
+def predict_set(predictor, source, batch, progress, skipped, max_pixels=None):
+    """-> (filenames, logits) of one attacker's set: a directory, or (npz file, array name)."""
+    if isinstance(source, tuple):
+        path, array = source
+        with np.load(path, allow_pickle=False) as z:
+            images, names = z[array], [str(n) for n in z["names"]]
+        logits = [predictor(images[i:i + batch]) for i in range(0, len(images), batch)]
+        return names, (np.concatenate(logits) if logits else np.zeros((0, predictor.arch.num_classes)))
+    return predict_directory(predictor, source, batch, progress, skipped, max_pixels)
+
+
+def npz_labels(path):
+    """{name: label} stored in a --save-adversarial .npz, or None for a directory."""
+    if not (str(path).endswith(".npz") and os.path.isfile(path)):
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        if "labels" not in z.files or "names" not in z.files:
+            return None
+        return dict(zip((str(n) for n in z["names"]), (int(v) for v in z["labels"])))
+
+
+def all_or_nothing_job(predictor, paths, labels_path, batch, progress=True, per_image=None, max_pixels=None):
+    """The CAAD 2018 criterion over every attacker's set (Sec. 6.2). The labels name every
+    image once; an image an attacker lacks counts as wrong (the CAAD rule) and is counted per
+    attacker; an image an attacker has that the labels do not name is refused (its truth is
+    unknown). Returns the JSON entries."""
+    num_classes = predictor.arch.num_classes
+    if labels_path:
+        truth = read_labels(labels_path, num_classes)
+    else:
+        truth = npz_labels(paths[0]) if len(paths) == 1 else None
+        if truth is None:
+            raise DataError("--all-or-nothing needs --labels FILE with the true 'filename,label' lines")
+        bad = sorted(n for n, v in truth.items() if not 0 <= v < num_classes)
+        if bad:
+            raise DataError("%s holds labels outside the model's classes 0..%d (first: %s)" % (
+                paths[0], num_classes - 1, bad[0]))
     skipped = SkippedFiles()
-    per_attacker = {}
-    for directory, key in zip(directories, attacker_keys(directories)):
-        names, logits = predict_directory(predictor, directory, batch, progress, skipped)
+    per_attacker, missing = {}, {}
+    for key, source in attacker_sets(paths):
+        names, logits = predict_set(predictor, source, batch, progress, skipped, max_pixels)
+        unknown = sorted(set(names) - set(truth))
+        if unknown:
+            raise DataError("the labels name %d of the %d images of attacker %s: add labels for the other %d (first: "
+                            "%s), or remove those images" % (len(names) - len(unknown), len(names), key,
+                                                              len(unknown), unknown[0]))
         per_attacker[key] = dict(zip(names, (int(p) for p in logits.argmax(axis=1))))
+        missing[key] = len(set(truth) - set(names))
     res = all_or_nothing(truth, per_attacker)
+    res["missing_images"] = missing
     if per_image:
         save_all_or_nothing_per_image(per_image, truth, per_attacker)
         print("wrote every image's results to %s" % per_image)
@@ -172,7 +233,8 @@ def all_or_nothing_job(predictor, directories, labels_path, batch, progress=True
         len(per_attacker), 100 * res["all_or_nothing_accuracy"], 100 * res["all_or_nothing_ci95"],
         res["num_images"]))
     for name, acc in res["per_attacker_accuracy"].items():
-        print("  %-30s %.2f%%" % (name, 100 * acc))
+        note = ", %d image(s) missing: counted wrong" % missing[name] if missing[name] else ""
+        print("  %-30s %.2f%%%s" % (name, 100 * acc, note))
     return {"all_or_nothing": res, "skipped_images": skipped.num_files}
 
 

@@ -1,11 +1,12 @@
 """What a white-box evaluation can keep besides its figures: the adversarial images, for
 black-box transfer (Sec. 6.2), and every image's results, for paired comparisons."""
 import os
+import shutil
 
 import numpy as np
 
 from attacks import METRICS, PIXEL_SCALE
-from core.dist import gather_strided_rows, rank_and_size
+from core.dist import gather_strided_rows, rank_and_size, sum_now
 from core.files import atomic_write
 from data.errors import DataError
 
@@ -24,23 +25,36 @@ def quantize_adversarial(clean, adversarial, epsilon):
 
 
 class AdversarialWriter:
-    """Saves the adversarial images of each attacker for black-box use (Sec. 6.2):
-    ``<directory>/<attacker>/<index>.png`` (lossless) and ``<directory>/labels.txt`` with
-    ``filename,label`` lines, the layout ``eval.py --all-or-nothing ... --labels`` reads.
-    ``attackers``: name -> Attacker; the clean "attack" (0 iterations) is not saved, since
-    it is no attacker for an all-or-nothing evaluation.
+    """Saves the adversarial images of each attacker for black-box use (Sec. 6.2), in one of
+    two layouts:
 
-    Under horovodrun each rank writes its own images under their index in the whole set
-    (ranks read strided shards: image j of rank r is r + j * size), and rank 0 writes
-    labels.txt for all of them; every rank must call ``close``."""
+    - a directory: ``<directory>/<attacker>/<index>.png`` (lossless) and
+      ``<directory>/labels.txt`` (``labels.write_labels``), the layout of CAAD submissions and
+      of ``eval.py --all-or-nothing DIR/<attacker> ... --labels DIR/labels.txt``. It is written
+      to ``<directory>.partial`` and renamed into place once complete, so a set cut short (a
+      kill, Ctrl-C, a full disk) is never mistaken for a whole one;
+    - a path ending in ``.npz``: one file holding ``images/<attacker>`` uint8 [N, S, S, C],
+      ``labels`` [N] and ``names`` [N], written atomically (``eval.py --all-or-nothing
+      FILE.npz`` reads it): thousands of images as one compressed file.
 
-    def __init__(self, directory, attackers, rank=0, size=1):
-        self.directory, self.count = directory, 0
+    ``attackers``: name -> attacker; the clean "attack" (0 iterations) is not saved, since it is
+    no attacker for an all-or-nothing evaluation. Under horovodrun each rank holds its images
+    under their index in the whole set (ranks read strided shards: image j of rank r is
+    r + j * size); every rank must call ``close``, and rank 0 completes the set."""
+
+    def __init__(self, target, attackers, rank=0, size=1):
+        self.target, self.count = target, 0
         self.rank, self.size = rank, size
+        self.as_npz = str(target).endswith(".npz")
         self.epsilons = {name: a.epsilon for name, a in attackers.items() if a.num_iter > 0}
-        for name in self.epsilons:
-            os.makedirs(os.path.join(directory, name), exist_ok=True)
-        self._labels = []
+        self._labels, self._arrays = [], {name: [] for name in self.epsilons}
+        self.partial = None if self.as_npz else str(target).rstrip("/") + ".partial"
+        if self.partial:
+            if rank == 0 and os.path.exists(self.partial):
+                shutil.rmtree(self.partial)           # what an interrupted run of this command left
+            sum_now([0.0])                            # every rank waits for that before writing
+            for name in self.epsilons:
+                os.makedirs(os.path.join(self.partial, name), exist_ok=True)
 
     def _index(self, local):
         return self.rank + self.size * local
@@ -49,20 +63,42 @@ class AdversarialWriter:
         import cv2
         for name, epsilon in self.epsilons.items():
             images = quantize_adversarial(clean, adversarial_by_name[name], epsilon)
+            if self.as_npz:
+                self._arrays[name].append(images)
+                continue
             for i, image in enumerate(images):
-                path = os.path.join(self.directory, name, "%06d.png" % self._index(self.count + i))
+                path = os.path.join(self.partial, name, "%06d.png" % self._index(self.count + i))
                 if not cv2.imwrite(path, image):
                     raise DataError("could not write %s: check the disk and permissions" % path)
         self._labels.extend(int(label) for label in labels)
         self.count += len(labels)
 
     def close(self):
-        """Writes labels.txt (rank 0); returns the number of images written by all ranks."""
+        """Completes the set (rank 0); returns the number of images written by all ranks."""
+        from data.labels import write_labels
         labels = gather_strided_rows(np.asarray(self._labels, np.int32).reshape(-1, 1))[:, 0]
+        names = ["%06d.png" % i for i in range(len(labels))]
+        if self.as_npz:
+            arrays = {}
+            for name, parts in self._arrays.items():
+                local = np.concatenate(parts) if parts else np.zeros((0, 1, 1, 1), np.uint8)
+                shape = local.shape[1:]
+                rows = gather_strided_rows(local.reshape(len(local), -1).astype(np.int32))
+                arrays["images/" + name] = rows.astype(np.uint8).reshape((-1,) + shape)
+            if self.rank == 0:
+                arrays.update(labels=labels.astype(np.int32), names=np.array(names))
+                atomic_write(self.target, lambda f: np.savez_compressed(f, **arrays))
+            return len(labels)
         if self.rank == 0:
-            text = "".join("%06d.png,%d\n" % (i, l) for i, l in enumerate(labels))
-            atomic_write(os.path.join(self.directory, "labels.txt"), lambda f: f.write(text), mode="w")
+            write_labels(os.path.join(self.partial, "labels.txt"), zip(names, labels))
+            os.replace(self.partial, str(self.target).rstrip("/"))
+        sum_now([0.0])                                # the set is in place before anyone goes on
         return len(labels)
+
+    def abandon(self):
+        """An interrupted run: remove the partial set (rank 0)."""
+        if self.partial and self.rank == 0 and os.path.exists(self.partial):
+            shutil.rmtree(self.partial, ignore_errors=True)
 
 
 class PerImageRecorder:

@@ -1,5 +1,5 @@
 """White-box results for people: a plain-text table and the robustness curve (Figs. 6-7)."""
-from attacks import METRICS
+from attacks.metrics import RATES
 
 
 def format_table(results, order=None):
@@ -9,7 +9,7 @@ def format_table(results, order=None):
                                            "attack success %")]
     for name in order:
         r = results[name]
-        cells = ["%6.2f +- %5.2f" % (100 * r[m], 100 * r[m + "_ci95"]) for m in METRICS]
+        cells = ["%6.2f +- %5.2f" % (100 * r[m], 100 * r[m + "_ci95"]) for m in RATES]
         lines.append("%-12s %8d %18s %18s %18s" % (name, r["num_images"], *cells))
     return "\n".join(lines)
 

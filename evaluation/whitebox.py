@@ -79,6 +79,7 @@ class WhiteBoxEvaluator:
                 rate = row[i] / max(count, 1)
                 r[m] = rate
                 r[m + "_ci95"] = binomial_ci95(rate, count)
+            r["non_finite_images"] = int(round(row[METRICS.index("non_finite_logits")]))
             results[n] = r
         return results
 

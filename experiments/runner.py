@@ -330,6 +330,12 @@ def run_job(job, layout, env=None):
     """-> 'done' | 'diverged' | 'failed'; the subprocess's output goes to ``job.log_file``."""
     os.makedirs(os.path.dirname(job.log_file), exist_ok=True)
     os.makedirs(os.path.dirname(job.done_file), exist_ok=True)
+    if "--save-adversarial" in job.argv:
+        # eval.py writes a set whole into a new directory: a rerun replaces the stale one
+        import shutil
+        stale = _flag(job.argv, "--save-adversarial")
+        if os.path.isdir(stale):
+            shutil.rmtree(stale)
     start = time.time()
     with open(job.log_file, "a") as log:
         log.write("\n$ %s\n" % " ".join(job.argv))

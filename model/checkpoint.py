@@ -72,14 +72,49 @@ def _tf_checkpoint_prefix(path):
 
 
 def read_checkpoint(path):
-    """-> (dict name -> array of model variables, arch dict or None)."""
+    """-> (dict name -> array of model variables, arch dict or None). Weights that are not
+    floating point, or not finite, are refused (``check_values``)."""
+    params, arch = _read_checkpoint(path)
+    check_values(params, path)
+    return params, arch
+
+
+def _list(names, limit=8):
+    return ", ".join(names[:limit]) + (" ... (%d more)" % (len(names) - limit) if len(names) > limit else "")
+
+
+def check_values(params, path):
+    """A checkpoint whose weights are not floating point (an integer cast would truncate them
+    and, as constant logits, score as a working model) or hold NaN or inf (a diverged run)
+    fails here, naming the variables, before any evaluation or training uses it."""
+    typed = sorted(k for k, v in params.items() if np.asarray(v).dtype.kind != "f")
+    if typed:
+        raise CheckpointError("checkpoint %s holds %d variable(s) that are not floating point (%s): the weights were "
+                              "cast, so they are not the trained ones; use the original file" % (
+                                  path, len(typed), _list(typed)))
+    bad = sorted(k for k, v in params.items() if not np.all(np.isfinite(v)))
+    if bad:
+        raise CheckpointError("checkpoint %s holds NaN or infinite values in %d variable(s) (%s): it comes from a run "
+                              "that diverged or a damaged file; use an earlier checkpoint" % (
+                                  path, len(bad), _list(bad)))
+
+
+def _read_checkpoint(path):
     if not os.path.exists(path) and not os.path.exists(path + ".index"):
         raise CheckpointError("checkpoint %s does not exist: check the --load path" % path)
     if path.endswith(".npz"):
         params = _read_npz(path)
         arch = None
         if ARCH_KEY in params:
-            arch = json.loads(bytes(params.pop(ARCH_KEY)).decode("utf-8"))
+            try:
+                arch = json.loads(bytes(params.pop(ARCH_KEY)).decode("utf-8"))
+            except (ValueError, UnicodeDecodeError) as e:
+                raise CheckpointError("the architecture record (%s) of %s is damaged (%s): re-export the checkpoint, "
+                                      "or delete the entry and pass the --arch flags" % (
+                                          ARCH_KEY, path, str(e).splitlines()[0])) from None
+            if not isinstance(arch, dict):
+                raise CheckpointError("the architecture record (%s) of %s is not an object: re-export the checkpoint, "
+                                      "or delete the entry and pass the --arch flags" % (ARCH_KEY, path))
         params.pop(DATASET_KEY, None)
         return params, arch
     prefix = _tf_checkpoint_prefix(path)
@@ -99,8 +134,12 @@ def read_checkpoint(path):
     arch = None
     arch_file = os.path.join(os.path.dirname(prefix), ARCH_FILE)
     if os.path.exists(arch_file):
-        with open(arch_file) as f:
-            arch = json.load(f)
+        try:
+            with open(arch_file) as f:
+                arch = json.load(f)
+        except ValueError as e:
+            raise CheckpointError("%s is damaged (%s): delete it and pass the --arch flags" % (
+                arch_file, str(e).splitlines()[0])) from None
     return params, arch
 
 

@@ -28,7 +28,11 @@ def infer_arch(shapes, recorded=None, data_format="NHWC", log=None):
     the checkpoint, if any. Returns (ArchSpec, list of notes about guesses)."""
     notes = []
     if recorded:
-        spec = ArchSpec.from_dict(recorded).replace(data_format=data_format)
+        try:
+            spec = ArchSpec.from_dict(recorded).replace(data_format=data_format)
+        except (TypeError, ValueError, AttributeError) as e:
+            raise SpecError("the checkpoint's architecture record does not describe a network (%s): pass the --arch "
+                            "flags" % " ".join(str(e).split())) from None
         return spec.validate(), notes
     if "conv0/W" not in shapes or "linear/W" not in shapes:
         raise SpecError("the checkpoint has no conv0/W or linear/W: not a ResNet/ResNeXt of this project or the "

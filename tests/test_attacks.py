@@ -506,3 +506,28 @@ def test_attack_objectives_equal_numpy(loss, targeted):
         margin = z[rows, c] - others
         expected = margin if targeted else -margin
     np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_ties_and_non_finite_logits_count_as_errors():
+    """A tie at the top-k boundary is an error (tf.nn.in_top_k would count it correct), so
+    constant logits score 100% top-1 error; a non-finite logit is an error and is counted; a
+    targeted attack hits its target only when the target is strictly on top."""
+    nan, inf = float("nan"), float("inf")
+    logits = np.array([[1, 1, 1, 1, 1, 1, 1],          # constant: every class ties
+                       [3, 3, 0, 0, 0, 0, 0],          # the label ties for first place
+                       [0, 5, 4, 3, 2, 2, 1],          # label 6 (1.0) is 7th: top-5 error
+                       [0, 5, 4, 3, 2, 1, 1],          # label 5 ties with 6 for 6th place: top-5 error
+                       [0, 5, 4, 3, 3, 1, 1],          # label 3 ties with 4 below 2 others: top-5 correct
+                       [9, 0, 0, 0, 0, 0, nan],        # a NaN: an error whatever the rest
+                       [9, 0, 0, 0, 0, inf, 0],
+                       [9, 0, 0, 0, 0, 0, 0]], np.float32)
+    label = np.array([0, 0, 6, 5, 3, 0, 0, 0], np.int32)
+    target = np.array([1, 1, 1, 1, 1, 1, 5, 1], np.int32)
+    with tf.Graph().as_default(), tfv1.Session() as sess:
+        m = sess.run(per_image_metrics(tf.constant(logits), tf.constant(label), tf.constant(target)))
+        u = sess.run(per_image_metrics(tf.constant(logits), tf.constant(label), tf.constant(label), False))
+    np.testing.assert_array_equal(m["top1_error"], [1, 1, 1, 1, 1, 1, 1, 0])
+    np.testing.assert_array_equal(m["top5_error"], [1, 0, 1, 1, 0, 1, 1, 0])
+    np.testing.assert_array_equal(m["attack_success"], [0, 0, 1, 1, 1, 0, 0, 0])
+    np.testing.assert_array_equal(m["non_finite_logits"], [0, 0, 0, 0, 0, 1, 1, 0])
+    np.testing.assert_array_equal(u["attack_success"], m["top1_error"])

@@ -578,3 +578,255 @@ def test_atomic_write_replaces_whole_files_with_ordinary_permissions(tmp_path):
     with pytest.raises(RuntimeError):
         atomic_write(str(path), lambda f: (f.write("half"), (_ for _ in ()).throw(RuntimeError("boom"))), mode="w")
     assert path.read_text() == "first" and os.listdir(tmp_path) == ["out.json"]
+
+
+# ------------------------------------------------------------------ wrong figures and lost work
+EVAL = [PYTHON, REPO / "eval.py"]
+FMNIST = "/usr/share/datasets/fashion-mnist"
+
+
+def _edited_checkpoint(tiny_run, tmp_path, name, edit):
+    params, arch = checkpoint.read_checkpoint(str(tiny_run / "model-final.npz"))
+    edit(params)
+    path = tmp_path / name
+    data = {k: v for k, v in params.items()}
+    data[checkpoint.ARCH_KEY] = np.frombuffer(json.dumps(arch).encode(), np.uint8)
+    np.savez(str(path), **data)
+    return path
+
+
+def test_a_model_with_constant_logits_scores_100_percent_top1_error(tiny_run, tmp_path):
+    """Every class the same score: the label ties with all others, which is an error (ties were
+    counted correct by tf.nn.in_top_k: 0% top-1 error)."""
+    def zero(params):
+        params["linear/W"][:] = 0
+        params["linear/b"][:] = 0
+    path = _edited_checkpoint(tiny_run, tmp_path, "constant.npz", zero)
+    run(EVAL + ["--load", path, "--data", FMNIST, "--dataset", "fashion-mnist", "--attack-iter", "0", "--limit", "40",
+                "--json-out", tmp_path / "r.json", "--quiet"])
+    clean = json.loads((tmp_path / "r.json").read_text())["white_box"]["clean"]
+    assert clean["top1_error"] == 1.0 and clean["top5_error"] == 1.0 and clean["non_finite_images"] == 0
+
+
+@pytest.mark.parametrize("prog", ["eval.py", "train.py"])
+@pytest.mark.parametrize("kind, words", [
+    ("int32", ["not floating point", "87 variable(s)", "use the original file"]),
+    ("nan", ["NaN or infinite values", "linear/W", "use an earlier checkpoint"]),
+    ("arch", ["architecture record (__arch__)", "is damaged", "--arch flags"]),
+])
+def test_cast_non_finite_or_damaged_checkpoints_are_refused(tiny_run, tmp_path, prog, kind, words):
+    """A cast checkpoint would score as a working model (constant logits), a NaN one as a bad
+    one, and a damaged architecture record was a traceback: each is one line, before any work."""
+    if kind == "int32":
+        path = _edited_checkpoint(tiny_run, tmp_path, "m.npz", lambda p: p.update({k: v.astype(np.int32)
+                                                                                  for k, v in p.items()}))
+    elif kind == "nan":
+        path = _edited_checkpoint(tiny_run, tmp_path, "m.npz", lambda p: p["linear/W"].__setitem__((0, 0), np.nan))
+    else:
+        params, _ = checkpoint.read_checkpoint(str(tiny_run / "model-final.npz"))
+        path = tmp_path / "m.npz"
+        np.savez(str(path), **params, __arch__=np.frombuffer(b"{not json", np.uint8))
+    extra = ["--fake", "--dataset", "fashion-mnist", "--attack-iter", "0"] if prog == "eval.py" else \
+        ["--fake", "--logdir", tmp_path / "l"] + TINY
+    assert_one_line_error(run_split([PYTHON, REPO / prog, "--load", path] + extra), prog, *words)
+
+
+@pytest.mark.parametrize("value", ["inf", "1e400", "nan"])
+def test_an_infinite_epsilon_is_refused(tiny_run, value):
+    proc = run_split(EVAL + ["--load", tiny_run / "model-final.npz", "--fake", "--attack-epsilon", value])
+    assert_one_line_error(proc, "eval.py", "--attack-epsilon", "finite")
+
+
+def _images(directory, names, seed=0):
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.RandomState(seed)
+    for name in names:
+        assert cv2.imwrite(str(directory / name), rng.randint(0, 256, (28, 28), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("case, words", [
+    ("duplicate", ["names a.png twice", "one label per image"]),
+    ("partial", ["the labels name 2 of the 5 images", "add labels for the other 3"]),
+    ("range", ["outside the model's classes 0..9"]),
+    ("empty", ["holds no labels"]),
+    ("missing", ["does not exist"]),
+    ("directory", ["is a directory"]),
+    ("binary", ["is not a text file"]),
+])
+def test_all_or_nothing_labels_are_checked(tiny_run, tmp_path, case, words):
+    names = ["a.png", "b.png", "c.png", "d.png", "e.png"]
+    _images(tmp_path / "atk", names)
+    labels = tmp_path / "labels.txt"
+    text = {"duplicate": "a.png,1\nb.png,2\na.png,3\n", "partial": "a.png,1\nb.png,2\n",
+            "range": "".join("%s,%d\n" % (n, 12 if n == "c.png" else 1) for n in names), "empty": "\n"}
+    if case in text:
+        labels.write_text(text[case])
+    elif case == "directory":
+        labels.mkdir()
+    elif case == "binary":
+        labels.write_bytes(bytes(range(256)) * 4)
+    proc = run_split(EVAL + ["--load", tiny_run / "model-final.npz", "--labels", labels, "--all-or-nothing",
+                             tmp_path / "atk", "--quiet"])
+    assert_one_line_error(proc, "eval.py", *words)
+
+
+def test_any_filename_round_trips_through_predictions_and_labels(tiny_run, tmp_path):
+    """Names with spaces, commas and quotes: the prediction file quotes them (CSV), and the
+    same file read back as labels gives every image right, including under all-or-nothing;
+    an image an attacker lacks counts as wrong and is counted."""
+    names = ["plain.png", "with space.png", "with,comma.png", 'with "quote".png', " lead.png"]
+    _images(tmp_path / "a1", names)
+    _images(tmp_path / "a2", names[:-1])
+    run(EVAL + ["--load", tiny_run / "model-final.npz", "--eval-directory", tmp_path / "a1", "--prediction-file",
+                tmp_path / "pred.csv", "--quiet"])
+    from data.labels import read_labels
+    assert sorted(read_labels(str(tmp_path / "pred.csv"))) == sorted(names)
+    run(EVAL + ["--load", tiny_run / "model-final.npz", "--labels", tmp_path / "pred.csv", "--all-or-nothing",
+                tmp_path / "a1", tmp_path / "a2", "--json-out", tmp_path / "aon.json", "--quiet"])
+    res = json.loads((tmp_path / "aon.json").read_text())["all_or_nothing"]
+    assert res["per_attacker_accuracy"]["a1"] == 1.0 and res["missing_images"] == {"a1": 0, "a2": 1}
+    assert res["all_or_nothing_accuracy"] == pytest.approx(4 / 5)
+
+
+@pytest.mark.parametrize("flag", ["--json-out", "--export-frozen", "--per-image"])
+def test_an_output_that_is_the_input_is_refused(tiny_run, tmp_path, flag):
+    """Pointing an output at the --load file would replace the only copy of the weights."""
+    model = tmp_path / "model.npz"
+    model.write_bytes((tiny_run / "model-final.npz").read_bytes())
+    before = model.read_bytes()
+    extra = ["--fake", "--attack-iter", "0"] if flag != "--export-frozen" else []
+    proc = run_split(EVAL + ["--load", model, flag, model] + extra)
+    assert_one_line_error(proc, "eval.py", flag, "is the --load input")
+    assert model.read_bytes() == before
+
+
+@pytest.mark.parametrize("case", ["directory", "through-a-file"])
+@pytest.mark.parametrize("flag", ["--json-out", "--prediction-file", "--per-image"])
+def test_a_bad_output_path_is_refused_before_any_work(tiny_run, tmp_path, case, flag):
+    """Found at the start (an hours-long evaluation used to end with a traceback and nothing
+    written): one line, exit 2, and the evaluation never starts."""
+    (tmp_path / "afile").write_text("x")
+    bad = tmp_path if case == "directory" else tmp_path / "afile" / "out.json"
+    mode = ["--eval-directory", tmp_path / "imgs"] if flag == "--prediction-file" else ["--fake", "--attack-iter",
+                                                                                        "0,50", "--limit", "5000"]
+    _images(tmp_path / "imgs", ["a.png"])
+    proc = run_split(EVAL + ["--load", tiny_run / "model-final.npz", flag, bad] + mode)
+    line = assert_one_line_error(proc, "eval.py", flag)
+    assert ("is a directory" in line) if case == "directory" else ("which is a file" in line)
+    assert "evaluating" not in proc.stderr and "images" not in proc.stdout      # no evaluation ran
+
+
+def test_a_log_directory_whose_checkpoints_are_gone_is_refused_unless_restart(tiny_run, tmp_path):
+    """Its metrics would get a second epoch 1 and its final weights would be replaced: refused;
+    --restart moves the earlier run aside (nothing deleted) and trains anew; a finished run
+    started again trains nothing and keeps its final weights."""
+    logdir = copy_run(tiny_run, tmp_path / "run")
+    final = (logdir / "model-final.npz").read_bytes()
+    again = run_split(FAKE_TRAIN + ["--epochs", "2", "--logdir", logdir])
+    assert again.returncode == 0 and "finished its 2 epochs" in again.stderr, again.stderr[-2000:]
+    assert (logdir / "model-final.npz").read_bytes() == final
+    for name in os.listdir(logdir):
+        if name.startswith("model-") and not name.startswith("model-final"):
+            os.remove(logdir / name)
+    proc = run_split(FAKE_TRAIN + ["--epochs", "2", "--logdir", logdir])
+    assert_one_line_error(proc, "train.py", "holds an earlier run", "--restart")
+    assert (logdir / "model-final.npz").read_bytes() == final
+    lines = len(metrics(logdir))
+    run(FAKE_TRAIN + ["--epochs", "1", "--logdir", logdir, "--restart"])
+    previous = [d for d in os.listdir(logdir) if d.startswith("previous-")]
+    assert len(previous) == 1
+    assert (logdir / previous[0] / "model-final.npz").read_bytes() == final
+    assert len([json.loads(x) for x in (logdir / previous[0] / "metrics.jsonl").read_text().splitlines()]) == lines
+    assert [m["epoch_num"] for m in metrics(logdir)] == [1]
+
+
+def test_a_log_directory_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    proc = run_split(FAKE_TRAIN + ["--logdir", tmp_path / "afile"])
+    assert_one_line_error(proc, "train.py", "--logdir", "is a file")
+
+
+def test_ctrl_c_during_save_adversarial_leaves_no_partial_set(tiny_run, tmp_path):
+    """SIGINT mid-way: one line, exit 130, and neither the set nor its partial directory
+    (a partial set once looked whole to a later --eval-directory run)."""
+    out = tmp_path / "adv"
+    proc = subprocess.Popen([str(c) for c in EVAL + ["--load", tiny_run / "model-final.npz", "--fake", "--dataset",
+                                                       "fashion-mnist", "--attack-iter", "40", "--limit", "4000",
+                                                       "--batch", "50", "--save-adversarial", out, "--quiet"]],
+                            cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    partial = tmp_path / "adv.partial" / "pgd40"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (partial.is_dir() and len(os.listdir(partial)) >= 50):
+        time.sleep(0.2)
+    assert partial.is_dir() and os.listdir(partial), "the evaluation never wrote an image"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    lines = [x for x in err.splitlines() if x.strip() and not x.startswith("[")]
+    assert proc.returncode == 130, err[-2000:]
+    assert len(lines) == 1 and "interrupted by SIGINT" in lines[0] and "Traceback" not in err, err[-2000:]
+    assert not out.exists() and not (tmp_path / "adv.partial").exists()
+
+
+def test_sigterm_ends_training_with_one_line_and_the_conventional_status(tmp_path):
+    proc = subprocess.Popen([str(c) for c in FAKE_TRAIN + ["--epochs", "2", "--logdir", tmp_path / "l"]],
+                            cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", FDENOISE_FAULT="stall-after-step:4"))
+    deadline = time.time() + 240
+    while time.time() < deadline and not ((tmp_path / "l").is_dir() and
+                                          any(n.endswith(".index") for n in os.listdir(tmp_path / "l"))):
+        time.sleep(0.2)
+    time.sleep(2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert "interrupted by SIGTERM" in err and "is intact" in err
+    assert tf.train.latest_checkpoint(str(tmp_path / "l"))
+
+
+def _png_header(width, height):
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND",
+                                                                                                          b"")
+
+
+def test_an_image_above_the_pixel_limit_is_skipped_before_decoding(tiny_run, tmp_path):
+    """A 20000 x 20000 PNG (a decompression bomb: its header alone says so) is skipped with a
+    warning, unread; the others are predicted."""
+    _images(tmp_path / "imgs", ["a.png", "b.png"])
+    (tmp_path / "imgs" / "huge.png").write_bytes(_png_header(20000, 20000))
+    proc = run_split(EVAL + ["--load", tiny_run / "model-final.npz", "--eval-directory", tmp_path / "imgs",
+                             "--prediction-file", tmp_path / "p.csv", "--json-out", tmp_path / "r.json", "--quiet"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    output = proc.stdout + proc.stderr
+    assert "huge.png" in output and "20000 x 20000 pixels" in output
+    assert (tmp_path / "p.csv").read_text().count("\n") == 2
+    assert json.loads((tmp_path / "r.json").read_text())["skipped_images"] == 1
+    from data.images import read_image_bgr
+    assert read_image_bgr(str(tmp_path / "imgs" / "huge.png"), max_pixels=10 ** 9) is None   # not a real image
+
+
+def test_json_never_holds_nan(tmp_path):
+    from core.files import write_json
+    write_json(str(tmp_path / "x.json"), {"a": float("nan"), "b": [1.0, float("inf")], "c": np.float32("nan")})
+    text = (tmp_path / "x.json").read_text()
+    assert json.loads(text, parse_constant=lambda c: pytest.fail("non-standard constant " + c)) == {
+        "a": None, "b": [1.0, None], "c": None}
+
+
+def test_an_output_directory_that_holds_something_is_refused(tiny_run, tmp_path):
+    """An adversarial set is written whole into a new (or empty) directory, never mixed into
+    another; a SavedModel needs a new directory."""
+    (tmp_path / "adv").mkdir()
+    (tmp_path / "adv" / "old.png").write_bytes(b"x")
+    proc = run_split(EVAL + ["--load", tiny_run / "model-final.npz", "--fake", "--attack-iter", "2",
+                             "--save-adversarial", tmp_path / "adv"])
+    assert_one_line_error(proc, "eval.py", "--save-adversarial", "is not empty")
+    (tmp_path / "sm").mkdir()
+    proc = run_split(EVAL + ["--load", tiny_run / "model-final.npz", "--export-savedmodel", tmp_path / "sm"])
+    assert_one_line_error(proc, "eval.py", "--export-savedmodel", "exists")

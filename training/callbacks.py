@@ -23,6 +23,7 @@ class DistributedClassificationStats(Inferencer):
     Reports ``<prefix>/top1_error`` etc. and ``<prefix>/num_images``."""
 
     def __init__(self, prefix, metrics=METRICS):
+        # (the per-image rates of attacks/metrics.py, and how many images had non-finite logits)
         self.prefix = prefix
         self.metrics = list(metrics)
 

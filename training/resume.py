@@ -12,7 +12,36 @@ from model import checkpoint
 from model.checkpoint import CheckpointError, compare, format_mismatch, is_model_variable, model_variables
 
 
-def find_resume_point(logdir, steps_per_epoch, is_chief=True):
+class RunFinished(Exception):
+    """Started again on a finished run: nothing to do (its final weights stay as they are)."""
+
+
+# what a run leaves in its log directory (besides TensorBoard events and the log)
+RUN_FILES = ("model-final.npz", "metrics.jsonl", "run.json", "stats.json", "arch.json", checkpoint.STATE_FILE)
+
+
+def earlier_run(logdir):
+    """The files of an earlier run in ``logdir`` (its record, final weights, state file)."""
+    return [n for n in RUN_FILES if os.path.exists(os.path.join(logdir, n))]
+
+
+def archive_earlier_run(logdir):
+    """``--restart``: move every file of the earlier run into ``<logdir>/previous-<UTC time>/``
+    (nothing is deleted); -> that directory, or None when there was nothing."""
+    import datetime
+    import shutil
+    names = [n for n in os.listdir(logdir) if n in RUN_FILES or n.startswith(("model-", "events.out", "graph-"))
+             and not os.path.isdir(os.path.join(logdir, n))]
+    if not names:
+        return None
+    target = os.path.join(logdir, "previous-" + datetime.datetime.utcnow().strftime("%Y%m%dT%H%M%S"))
+    os.makedirs(target)
+    for n in names:
+        shutil.move(os.path.join(logdir, n), os.path.join(target, n))
+    return target
+
+
+def find_resume_point(logdir, steps_per_epoch, is_chief=True, restart=False):
     """(checkpoint prefix, starting epoch) of the newest complete checkpoint in ``logdir``.
 
     The epoch comes from the checkpoint's own global step, so a run killed between writing
@@ -20,13 +49,31 @@ def find_resume_point(logdir, steps_per_epoch, is_chief=True):
     (short files after a machine crash) is skipped for an older one; the chief removes
     what an interrupted write left behind and points the ``checkpoint`` state file at the
     one chosen. Every rank makes the same choice from the same files (a shared log
-    directory; ``check_ranks_agree_on_resume`` refuses anything else)."""
+    directory; ``check_ranks_agree_on_resume`` refuses anything else).
+
+    A log directory that holds an earlier run (its state file, final weights or metrics) but
+    no checkpoint to resume from is refused: training it again from scratch would write a
+    second epoch 1 into its metrics and replace its final weights. ``restart``: the chief moves
+    the earlier run's files aside first (``archive_earlier_run``) and training starts anew."""
     if not os.path.isdir(logdir):
+        return None, 1
+    if restart:
+        if is_chief:
+            moved = archive_earlier_run(logdir)
+            if moved:
+                logger.info("--restart: the earlier run's files are now in %s" % moved)
+        sum_now([0.0])                      # every rank sees the directory after the move
         return None, 1
     if is_chief:
         checkpoint.remove_partial_checkpoint_files(logdir, log=logger.warn)
     prefix = checkpoint.latest_valid_checkpoint(logdir, log=logger.warn)
     if prefix is None:
+        earlier = earlier_run(logdir)
+        if earlier:
+            raise CheckpointError(
+                "--logdir %s holds an earlier run (%s) but no checkpoint to resume it from: pass --restart to train "
+                "again from scratch (its files move to %s/previous-<time>/), or another --logdir" % (
+                    logdir, ", ".join(earlier), logdir))
         return None, 1
     if is_chief and os.path.normpath(tf.train.latest_checkpoint(logdir) or "") != os.path.normpath(prefix):
         checkpoint.point_state_file_at(logdir, prefix)

@@ -21,7 +21,8 @@ from model import AdvModel, checkpoint
 from . import faults
 from .callbacks import (CheckpointSaver, DistributedClassificationStats, ExportNpz, FaultInjection, JSONLinesWriter,
                         RankWeightsCheck, SkippedImagesStats, StopOnNonFiniteLoss)
-from .resume import ResumeRestore, check_ranks_agree_on_resume, check_same_batch_on_resume, find_resume_point
+from .resume import (ResumeRestore, RunFinished, check_ranks_agree_on_resume, check_same_batch_on_resume,
+                     find_resume_point)
 from .schedule import LearningRateSetter, LRSchedule
 
 
@@ -52,6 +53,7 @@ class TrainPlan:
     eval_limit: Optional[int] = None
     seed: Optional[int] = None
     loader_workers: Optional[int] = None
+    restart: bool = False            # train from scratch, moving an earlier run's files aside
 
 
 def make_trainer():
@@ -108,10 +110,14 @@ def build_config(plan, arch, train_attacker, source, rank, size):
     if plan.load:
         params, _ = checkpoint.read_checkpoint(plan.load)
         session_init = checkpoint.StrictRestore(params, plan.load)
-    resume_prefix, starting_epoch = find_resume_point(plan.logdir, plan.steps_per_epoch, is_chief)
+    resume_prefix, starting_epoch = find_resume_point(plan.logdir, plan.steps_per_epoch, is_chief, plan.restart)
     check_ranks_agree_on_resume(starting_epoch, plan.logdir)
     if resume_prefix is not None:
         check_same_batch_on_resume(plan, rank_and_size()[1])
+        if starting_epoch > plan.epochs:
+            raise RunFinished("the run in %s finished its %d epochs (%s): nothing to train; pass more --epochs to "
+                              "go on from its last checkpoint, or --restart to train it again" % (
+                                  plan.logdir, plan.epochs, resume_prefix))
         logger.info("Resuming from %s at epoch %d" % (resume_prefix, starting_epoch))
         session_init = ResumeRestore(resume_prefix)
 
