@@ -36,14 +36,19 @@ class Predictor:
     def __call__(self, images):
         return self.sess.run(self.logits, {self.image: images})
 
-    def export_frozen(self, path):
-        """A frozen GraphDef: input ``input:0`` ([N, S, S, C] BGR, 0..255, uint8 or float32),
-        outputs ``logits:0``, ``probabilities:0``, ``classes:0``."""
+    def frozen_bytes(self):
+        """The serialised frozen GraphDef: input ``input:0`` ([N, S, S, C] BGR, 0..255, uint8
+        or float32), outputs ``logits:0``, ``probabilities:0``, ``classes:0``."""
         with self.graph.as_default():
             frozen = tfv1.graph_util.convert_variables_to_constants(
                 self.sess, self.graph.as_graph_def(), ["logits", "probabilities", "classes"])
             frozen = tfv1.graph_util.extract_sub_graph(frozen, ["logits", "probabilities", "classes"])
-        atomic_write(path, lambda f: f.write(frozen.SerializeToString()))
+        return frozen.SerializeToString()
+
+    def export_frozen(self, path):
+        """The frozen GraphDef (``frozen_bytes``) written to ``path``."""
+        data = self.frozen_bytes()
+        atomic_write(path, lambda f: f.write(data))
 
     def export_savedmodel(self, directory):
         """A SavedModel with signature ``serving_default``: {image} -> {logits, probabilities, classes}."""

@@ -251,7 +251,7 @@ def test_per_image_results_add_up_and_match_the_clean_predictions(model_npz, tmp
     labels, per_image = records.load_per_image(str(tmp_path / "p.npz"))
     images, true_labels = load_fashion_mnist(FMNIST, "test")
     np.testing.assert_array_equal(labels, true_labels[:37])
-    assert set(per_image) == {(m, n) for m in ("top1_error", "top5_error", "attack_success")
+    assert set(per_image) == {(m, n) for m in ("top1_error", "top5_error", "attack_success", "non_finite_logits")
                               for n in ("clean", "pgd3")}
     for (metric, name), values in per_image.items():
         assert values.shape == (37,) and set(np.unique(values)) <= {0, 1}

@@ -99,7 +99,7 @@ def test_models_compared_on_the_same_images_are_paired_when_both_kept_them(tmp_p
             path = str(tmp_path / ("%s-%d.npz" % (name, seed)))
             rec = PerImageRecorder(path, ["pgd1000"])
             wrong = (np.arange(100) >= right).astype("float32")
-            rec.add_batch(np.arange(100) % 10, {"pgd1000": [wrong, wrong, wrong]})
+            rec.add_batch(np.arange(100) % 10, {"pgd1000": [wrong, wrong, wrong, 0 * wrong]})
             rec.close()
             rows[name].add("pgd1000", seed, right / 100.0, 100, (path, "pgd1000"))
     d, verdict = report.compare(rows, "nonlocal", "baseline", "pgd1000")
@@ -226,7 +226,7 @@ def test_attack_strength_is_paired_when_the_evaluations_kept_every_image(tmp_pat
             path = str(tmp_path / ("%s-%d.npz" % (key, seed)))
             rec = PerImageRecorder(path, ["a"])
             wrong = (~right).astype("float32")
-            rec.add_batch(np.zeros(n), {"a": [wrong, wrong, wrong]})
+            rec.add_batch(np.zeros(n), {"a": [wrong, wrong, wrong, 0 * wrong]})
             rec.close()
             assert row.correct(key, seed) is None
             row.add(key, seed, right.mean(), n, (path, "a"))
@@ -275,7 +275,7 @@ def test_attack_strength_is_paired_when_the_evaluations_kept_every_image(tmp_pat
     assert report.per_image_note({}) == ""
     # an attack that gets weaker on the same images, in one seed: a significant rise
     rec = PerImageRecorder(str(tmp_path / "up.npz"), ["a"])
-    rec.add_batch(np.zeros(100), {"a": [(~correct(100, 95)).astype("float32")] * 3})
+    rec.add_batch(np.zeros(100), {"a": [(~correct(100, 95)).astype("float32")] * 3 + [np.zeros(100)]})
     rec.close()
     row.add("pgd1000", 2, 0.95, 100, (str(tmp_path / "up.npz"), "a"))
     assert report._attack_strength_claim(row, budget)[3].startswith("no: rises at some step in 1 of 2 seeds")

@@ -1,0 +1,153 @@
+"""The attacks' speed, as ratios measured in one run (never absolute seconds across runs):
+
+- one APGD-CE iteration against one PGD iteration on the same network and images (the graph
+  loop of each; APGD's bookkeeping must cost at most 10% more);
+- APGD-CE and Square against IBM ART 1.20's implementations of the same attacks on the same
+  model (exported as a frozen graph, as ART takes a TensorFlow 1 graph), images, iterations
+  or queries: images x iterations per second. ART is an optional extra
+  (``pip install adversarial-robustness-toolbox==1.20.1``); without it those rows say so.
+
+    python -m bench.attacks --load runs/demo/denoise/model-final.npz --json-out docs/bench/attacks.json \\
+        --markdown docs/PERFORMANCE-ATTACKS.md
+"""
+import argparse
+import os
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+import core.compat  # noqa: F401,E402  (the TF2 workarounds, before TensorFlow loads)
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+tfv1 = tf.compat.v1
+
+
+def _images(limit):
+    from data import load_fashion_mnist
+    x, y = load_fashion_mnist("/usr/share/datasets/fashion-mnist", "test")
+    return x[:limit].reshape(-1, 28, 28, 1), y[:limit].astype(np.int32)
+
+
+def ours(arch, params, path, attacker, images, labels, repeats):
+    """Seconds of ``attacker`` on the batch (the best of ``repeats``, after a warm-up)."""
+    from tensorpack.tfutils.tower import TowerContext
+
+    from evaluation.session import build_session
+    from model import build_tower
+    g = tf.Graph()
+    with g.as_default():
+        image = tfv1.placeholder(tf.uint8, [None, 28, 28, 1])
+        label = tfv1.placeholder(tf.int32, [None])
+        with TowerContext("", is_training=False):
+            adv = build_tower(arch, image, label, attacker).adv
+    sess = build_session(g, params, path)
+    feed = {image: images, label: labels}
+    sess.run(adv, feed)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        sess.run(adv, feed)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def art_classifier(predictor):
+    """ART's TensorFlowClassifier over the exported graph (float32 input 0..255 BGR)."""
+    from art.estimators.classification import TensorFlowClassifier
+    graph = tf.Graph()
+    with graph.as_default():
+        frozen = tfv1.GraphDef()
+        frozen.ParseFromString(predictor.frozen_bytes())
+        image = tfv1.placeholder(tf.float32, [None, 28, 28, 1], name="art_input")
+        logits, = tf.import_graph_def(frozen, input_map={"input:0": image}, return_elements=["logits:0"])
+        onehot = tfv1.placeholder(tf.float32, [None, predictor.arch.num_classes])
+        loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=onehot, logits=logits))
+        sess = tfv1.Session(graph=graph)
+    return TensorFlowClassifier(clip_values=(0.0, 255.0), input_ph=image, output=logits, labels_ph=onehot,
+                                loss=loss, sess=sess, nb_classes=predictor.arch.num_classes)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--load", default=os.path.join(REPO, "runs", "demo", "denoise", "model-final.npz"))
+    p.add_argument("--images", type=int, default=100)
+    p.add_argument("--iterations", type=int, default=20)
+    p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--json-out", default=None)
+    p.add_argument("--markdown", default=None)
+    args = p.parse_args(argv)
+
+    from attacks import make_attacker
+    from core.files import atomic_write, write_json
+    from core.provenance import git_commit, machine_info, machine_label
+    from evaluation.predictor import Predictor
+    from model import checkpoint
+    from nets.infer import infer_arch
+    params, recorded = checkpoint.read_checkpoint(args.load)
+    arch, _ = infer_arch({k: list(v.shape) for k, v in params.items()}, recorded)
+    images, labels = _images(args.images)
+    n, k, q, eps = len(labels), args.iterations, args.queries, 25.5
+    res = {"machine": machine_info(), "commit": git_commit(), "model": args.load, "images": n, "iterations": k,
+           "queries": q, "epsilon": eps}
+
+    pgd = ours(arch, params, args.load, make_attacker("pgd", k, eps, eps / 4, targeted=False, per_image_seed=0),
+               images, labels, args.repeats)
+    apgd = ours(arch, params, args.load, make_attacker("apgd-ce", k, eps, per_image_seed=0), images, labels,
+                args.repeats)
+    square = ours(arch, params, args.load, make_attacker("square", q, eps, per_image_seed=0), images, labels,
+                  args.repeats)
+    res["ours"] = {"pgd_seconds": pgd, "apgd_seconds": apgd, "square_seconds": square,
+                   "apgd_per_pgd_iteration": (apgd / (k + 1)) / (pgd / k)}
+    try:
+        import art  # noqa: F401
+        from art.attacks.evasion import AutoProjectedGradientDescent, SquareAttack
+    except ImportError:
+        res["art"] = None
+    else:
+        predictor = Predictor(arch, params, args.load, input_dtype=tf.float32)
+        clf = art_classifier(predictor)
+        x = images.astype(np.float32)
+        onehot = np.eye(arch.num_classes, dtype=np.float32)[labels]
+        apgd_art = AutoProjectedGradientDescent(clf, norm=np.inf, eps=eps, eps_step=2 * eps, max_iter=k,
+                                                targeted=False, nb_random_init=1, batch_size=n, verbose=False)
+        square_art = SquareAttack(clf, norm=np.inf, eps=eps, max_iter=q, nb_restarts=1, batch_size=n, verbose=False)
+        timings = {}
+        for name, attack in (("apgd", apgd_art), ("square", square_art)):
+            attack.generate(x[:2], y=onehot[:2])                       # warm-up
+            start = time.perf_counter()
+            attack.generate(x, y=onehot)
+            timings[name] = time.perf_counter() - start
+        res["art"] = {"version": art.__version__, "apgd_seconds": timings["apgd"], "square_seconds": timings["square"]}
+        res["speedup"] = {"apgd": timings["apgd"] / apgd, "square": timings["square"] / square}
+    if args.json_out:
+        write_json(args.json_out, res)
+    lines = ["# Attack speed (`python -m bench.attacks`)", "",
+             "Machine: %s; commit %s; model `%s`; %d images, %d iterations, %d Square queries, epsilon %g." % (
+                 machine_label(res["machine"]), res["commit"], os.path.relpath(args.load, REPO), n, k, q, eps), "",
+             "| measurement | seconds | ratio |", "|---|---|---|",
+             "| PGD-%d (ours) | %.2f | |" % (k, pgd),
+             "| APGD-CE-%d (ours) | %.2f | %.2f x a PGD iteration per iteration |" % (
+                 k, apgd, res["ours"]["apgd_per_pgd_iteration"]),
+             "| Square, %d queries (ours) | %.2f | |" % (q, square)]
+    if res["art"]:
+        lines += ["| APGD-CE-%d (ART %s) | %.2f | ours %.1f x faster |" % (k, res["art"]["version"],
+                                                                         res["art"]["apgd_seconds"],
+                                                                         res["speedup"]["apgd"]),
+                  "| Square, %d queries (ART %s) | %.2f | ours %.1f x faster |" % (
+                      q, res["art"]["version"], res["art"]["square_seconds"], res["speedup"]["square"])]
+    else:
+        lines.append("| ART | not installed | `pip install adversarial-robustness-toolbox==1.20.1` |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.markdown:
+        atomic_write(args.markdown, lambda f: f.write(text), mode="w")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
