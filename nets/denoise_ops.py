@@ -58,9 +58,16 @@ def _unflatten_positions(y, like, data_format):
     return tf.reshape(y, tf.shape(like))
 
 
+# The original initialises theta and phi from N(0, 0.01) (its resnet_model.py, non_local_op),
+# not from the backbone's He init: small embeddings make the Gaussian op start as a
+# near-uniform average over positions rather than a sharp attention (docs/ORIGINAL.md).
+EMBEDDING_STDDEV = 0.01
+
+
 def _embedding(name, x, channels, data_format):
     """A 1x1 convolution without bias: theta(x) / phi(x) of Sec. 4.2."""
-    return Conv2D(name, x, channels, 1, strides=1, use_bias=False, data_format=data_format)
+    return Conv2D(name, x, channels, 1, strides=1, use_bias=False, data_format=data_format,
+                  kernel_initializer=tf.compat.v1.random_normal_initializer(stddev=EMBEDDING_STDDEV))
 
 
 def _embed_dim(x, data_format):

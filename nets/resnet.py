@@ -72,10 +72,12 @@ def backbone_logits(image, spec, endpoints=None, gradients=FAST):
 
     with argscope([Conv2D, MaxPooling, GlobalAvgPooling, BatchNorm], data_format=df), \
             argscope(Conv2D, use_bias=False,
-                     # He init, fan-out (Goyal et al.); the TF1 initializer honours the graph
-                     # seed, so seeded runs are reproducible.
+                     # He init, fan-out (Goyal et al.), as the original: TensorFlow 1's
+                     # variance_scaling_initializer, whose default draws from a normal truncated
+                     # at two standard deviations and rescaled to variance 2 / fan-out. The TF1
+                     # initializer honours the graph seed, so seeded runs are reproducible.
                      kernel_initializer=tf.compat.v1.variance_scaling_initializer(
-                         scale=2.0, mode="fan_out", distribution="untruncated_normal")):
+                         scale=2.0, mode="fan_out", distribution="truncated_normal")):
         if spec.family == "small":
             # 28x28 / 32x32 inputs: a 3x3 stem and no max-pool, so res2 works at full size.
             x = Conv2D("conv0", image, spec.width, 3, strides=1, activation=_bn_relu(df, gradients=gradients))

@@ -335,3 +335,39 @@ def test_batchnorm_gradient_equals_tensorflows(data_format, training):
             a, b = sess.run(grads)
     for p, q in zip(a, b):
         np.testing.assert_allclose(p, q, rtol=1e-5, atol=1e-5)
+
+
+def test_initialisation_follows_the_original():
+    """Every variable's initial value as the original release draws it (its resnet_model.py;
+    docs/ORIGINAL.md): convolutions He fan-out from a normal truncated at two standard
+    deviations (TensorFlow 1's variance_scaling_initializer), the non-local op's theta/phi
+    embeddings from N(0, 0.01), the classifier from N(0, 0.01) with zero bias, BN gamma 1 (0
+    for the last BN of each residual branch and of each denoising block), beta 0, and the
+    moving statistics 0 and 1."""
+    spec = ArchSpec(family="small", depth=14, width=32, num_classes=10, image_size=28, image_channels=1,
+                    denoise=DenoiseSpec("nonlocal"))
+    graph, _, _ = build_logits(spec)
+    with make_session(graph) as sess:
+        with graph.as_default():
+            sess.run(tfv1.global_variables_initializer())
+        values = {v.op.name: sess.run(v) for v in variables_of(graph)}
+    assert any("embedding_theta" in n for n in values)
+    for name, w in values.items():
+        if name.endswith(("embedding_theta/W", "embedding_phi/W")):
+            assert abs(w.std() - 0.01) < 0.002 and np.abs(w).max() < 0.06, (name, w.std())
+        elif name == "linear/W":
+            assert abs(w.std() - 0.01) < 0.002, w.std()
+        elif name.endswith("/W"):
+            fan_out = w.shape[0] * w.shape[1] * w.shape[3]
+            std = np.sqrt(2.0 / fan_out)
+            # truncated at 2 sigma of the rescaled normal: |w| <= 2 std / 0.8796, and variance 2 / fan-out
+            assert np.abs(w).max() <= 2 * std / 0.87962566103423978 * (1 + 1e-5), name
+            if w.size > 2000:
+                assert abs(w.std() / std - 1) < 0.1, (name, w.std(), std)
+        elif name == "linear/b" or name.endswith(("beta", "mean/EMA")):
+            assert np.all(w == 0), name
+        elif name.endswith("variance/EMA"):
+            assert np.all(w == 1), name
+        elif name.endswith("gamma"):
+            last = name.endswith(("conv3/bn/gamma", "_denoise/conv/bn/gamma"))
+            assert np.all(w == (0 if last else 1)), name
