@@ -27,6 +27,9 @@ def parse_args(argv=None):
                    help="ImageNet root (val/) or the Fashion-MNIST directory")
     g.add_argument("--dataset", choices=("auto",) + DATASETS, default="auto",
                    help="auto: the preset's, else the one the checkpoint records, else recognised from --data")
+    g.add_argument("--validation", type=positive_int, default=None, metavar="N",
+                   help="Fashion-MNIST: evaluate on the last N training images (held out by train.py --validation "
+                        "N) instead of the test set")
     g.add_argument("--max-image-pixels", type=positive_int, default=None,
                    help="image files with more pixels than this are skipped, unread (default 100,000,000: far above "
                         "ImageNet's largest images)")
@@ -55,9 +58,9 @@ def parse_args(argv=None):
                         "and write pass/fail with a line per check to --json-out")
     g.add_argument("--audit-iter", type=positive_int, default=100, help="the audit's attack iterations")
     g.add_argument("--audit-queries", type=positive_int, default=5000, help="the audit's Square query budget")
-    g.add_argument("--audit-transfer", nargs="+", default=None, metavar="DIR",
-                   help="--save-adversarial attack directories (DIR/<attack>/) made from the same first images, "
-                        "compared image by image with the white-box attacks")
+    g.add_argument("--audit-transfer", nargs="+", default=None, metavar="SET",
+                   help="--save-adversarial sets (attack directories DIR/<attack>/, or .npz files) made from the same "
+                        "first images at the same epsilon, compared image by image with the white-box attacks")
     g = p.add_argument_group("output")
     g.add_argument("--json-out", default=None, help="write the results as JSON")
     g.add_argument("--plot-out", default=None, help="robustness curve (PNG) when several strengths are given")
@@ -189,6 +192,9 @@ def run(args):
     if args.per_image and black_box and not args.all_or_nothing:
         raise DataError("--per-image is for white-box or --all-or-nothing evaluation: for black-box "
                         "predictions use --logits-file")
+    if args.validation and black_box:
+        raise DataError("--validation chooses Fashion-MNIST images to attack; black-box evaluation reads the "
+                        "images given: drop --validation")
     if args.per_image and black_box and size > 1:
         raise DataError("--per-image with --all-or-nothing runs in one process: drop horovodrun for it")
     params, recorded_arch = checkpoint.read_checkpoint(args.load)
@@ -200,6 +206,8 @@ def run(args):
         logger.info("Architecture: %s" % arch.name)
     out = {"checkpoint": os.path.abspath(args.load), "arch": arch.to_dict(), "workers": size,
            "dataset": dataset, "preset": preset.name if preset else None, "commit": git_commit()}
+    if args.validation:
+        out["validation"] = args.validation       # the held-out training images, not the test set
     progress = not args.quiet
 
     if black_box:
@@ -222,13 +230,17 @@ def run(args):
         from config.flags import attack_epsilon
         from evaluation.audit import Audit, transfer_correct
         seed = or_preset(args.seed, preset, "eval_seed")
-        source = data.open_dataset(dataset, args.data, fake=args.fake, max_pixels=args.max_image_pixels)
+        source = data.open_dataset(dataset, args.data, fake=args.fake, max_pixels=args.max_image_pixels,
+                                   validation=args.validation or 0)
         batch = args.batch or preset.eval_batch
         transfer = None
         if args.audit_transfer:
             predictor = jobs.make_predictor(arch, params, args.load)
-            transfer = {"transfer:" + os.path.basename(d.rstrip("/")): transfer_correct(predictor, d, None, batch)
-                        for d in args.audit_transfer}
+            transfer = {}
+            for key, path in zip(jobs.attacker_keys(args.audit_transfer), args.audit_transfer):
+                for name, correct in transfer_correct(predictor, path, None, batch).items():
+                    # an .npz holds one set per attack: name them inside their file's key
+                    transfer["transfer:" + (key + name[name.index("/"):] if path.endswith(".npz") else key)] = correct
         audit = Audit(arch, params, args.load, source, batch, args.limit, args.norm, attack_epsilon(args, preset),
                       seed=seed, iterations=args.audit_iter, queries=args.audit_queries, progress=progress)
         res = audit.run(transfer)
@@ -250,7 +262,8 @@ def run(args):
                             "standard is 100): pass --attack-iter 100, or 0,100 with the clean figure")
         members = autoattack_members(args.norm, attack_epsilon(args, preset), attacked[0],
                                      args.square_queries or STANDARD_QUERIES, per_image_seed=seed)
-        source = data.open_dataset(dataset, args.data, fake=args.fake, max_pixels=args.max_image_pixels)
+        source = data.open_dataset(dataset, args.data, fake=args.fake, max_pixels=args.max_image_pixels,
+                                   validation=args.validation or 0)
         out.update(jobs.autoattack(arch, params, args.load, Ensemble("autoattack", members), source,
                                    args.batch or preset.eval_batch, limit=args.limit, progress=progress, seed=seed,
                                    save_adversarial=args.save_adversarial, per_image=args.per_image))
@@ -264,7 +277,8 @@ def run(args):
             attackers[name] = attacker_from_args(args, preset, n, restarts=args.restarts if n else 1,
                                                  seed=seed, per_image_seed=seed, precision_flags=True)
             iters_by_name[name] = n
-        source = data.open_dataset(dataset, args.data, fake=args.fake, max_pixels=args.max_image_pixels)
+        source = data.open_dataset(dataset, args.data, fake=args.fake, max_pixels=args.max_image_pixels,
+                                   validation=args.validation or 0)
         out.update(jobs.white_box(arch, params, args.load, attackers, source, args.batch or preset.eval_batch,
                                   limit=args.limit, progress=progress, seed=seed,
                                   save_adversarial=args.save_adversarial, per_image=args.per_image,

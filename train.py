@@ -27,6 +27,9 @@ def parse_args(argv=None):
                    help="ImageNet root (train/ and val/) or the directory of the Fashion-MNIST IDX files")
     g.add_argument("--dataset", choices=("auto",) + DATASETS, default="auto",
                    help="auto: the preset's, else recognised from the directory's contents")
+    g.add_argument("--validation", type=positive_int, default=None, metavar="N",
+                   help="Fashion-MNIST: hold out the last N training images; train on the rest, and evaluate on "
+                        "them (not the test set) during training")
     g.add_argument("--max-image-pixels", type=positive_int, default=None,
                    help="image files with more pixels than this are skipped, unread (default 100,000,000: far above "
                         "ImageNet's largest images)")
@@ -147,7 +150,8 @@ def training_job(args):
         tf.compat.v1.set_random_seed(seed + rank)
         np.random.seed(seed + rank)
     batch = batch_per_worker(args.batch, args.total_batch, size, preset.batch)
-    source = data.open_dataset(dataset, args.data, fake=args.fake, max_pixels=args.max_image_pixels)
+    source = data.open_dataset(dataset, args.data, fake=args.fake, max_pixels=args.max_image_pixels,
+                               validation=args.validation or 0)
     arch = arch_from_args(args, preset, image_size=source.image_size, num_classes=source.num_classes,
                           image_channels=source.image_channels)
     attack_iter = or_preset(args.attack_iter, preset, "train_attack_iter")
@@ -197,7 +201,8 @@ def training_job(args):
                 "weight_decay": plan.weight_decay, "momentum": plan.momentum, "train_attack_iter": attack_iter,
                 "prob_start_from_clean": train_attacker.prob_start_from_clean if attack_iter else None,
                 "epsilon": train_attacker.epsilon, "norm": args.norm, "eval_batch": plan.eval_batch,
-                "eval_limit": plan.eval_limit, "keep_checkpoints": plan.keep_checkpoints, "seed": seed}
+                "eval_limit": plan.eval_limit, "keep_checkpoints": plan.keep_checkpoints, "seed": seed,
+                "validation": args.validation or 0}
     info = {"dataset": dataset, "data": args.data, "fake": args.fake, "preset": preset.name, "settings": settings,
             "commit": git_commit(), "train_attack": train_attacker.describe(),
             "eval_attacks": {e.name: e.attacker.describe() for e in evals}, "argv": sys.argv}

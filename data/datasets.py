@@ -1,6 +1,7 @@
 """One interface over the data sets: sizes, shapes, this rank's shard of the training and
 evaluation flows, and the count of image files skipped as unreadable (``skipped``, per data
 source)."""
+from .errors import DataError
 from .fake import fake_flow
 from .fashion_flow import fashion_eval_flow, fashion_train_flow
 from .fashion_mnist import load_fashion_mnist
@@ -11,25 +12,43 @@ DATASET_SHAPES = {"fashion-mnist": (28, 1, 10), "imagenet": (224, 3, 1000)}
 
 
 class FashionMNIST:
+    """``validation``: the last N training images are held out; training never sees them and
+    evaluation reads them instead of the test set (schedules are chosen on them, so that the
+    test set is read only for the final figures)."""
     name = "fashion-mnist"
     image_size, image_channels, num_classes = 28, 1, 10
 
-    def __init__(self, directory):
+    def __init__(self, directory, validation=0):
         self.directory = directory
+        self.validation = validation
         self._train = None
         self._test = None
         self.skipped = SkippedFiles()       # IDX arrays: never any, but the interface has it
 
+    def _all_train(self):
+        images, labels = load_fashion_mnist(self.directory, "train")
+        if self.validation >= len(labels):
+            raise DataError("--validation %d holds out every one of the %d training images: pass a smaller N "
+                             "(e.g. 5000)" % (self.validation, len(labels)))
+        return images, labels
+
     @property
     def train_arrays(self):
         if self._train is None:
-            self._train = load_fashion_mnist(self.directory, "train")
+            images, labels = self._all_train()
+            cut = len(labels) - self.validation
+            self._train = images[:cut], labels[:cut]
         return self._train
 
     @property
     def test_arrays(self):
+        """The evaluation images: the test set, or the held-out training images."""
         if self._test is None:
-            self._test = load_fashion_mnist(self.directory, "test")
+            if self.validation:
+                images, labels = self._all_train()
+                self._test = images[-self.validation:], labels[-self.validation:]
+            else:
+                self._test = load_fashion_mnist(self.directory, "test")
         return self._test
 
     @property
@@ -109,11 +128,15 @@ class Fake:
                          seed=1000 + rank, size=per_rank, fixed=True)
 
 
-def open_dataset(dataset, path, fake=False, max_pixels=None):
+def open_dataset(dataset, path, fake=False, max_pixels=None, validation=0):
     """The data source of ``dataset`` at ``path`` (random batches with ``fake``); image files
-    with more than ``max_pixels`` pixels are skipped before decoding."""
+    with more than ``max_pixels`` pixels are skipped before decoding. ``validation``: hold out
+    the last N training images and evaluate on them (Fashion-MNIST)."""
+    if validation and (fake or dataset != "fashion-mnist"):
+        raise DataError("--validation holds out Fashion-MNIST training images; %s has its own split: drop "
+                         "--validation" % ("--fake data" if fake else "ImageNet (val/)"))
     if fake:
         return Fake(dataset)
     if dataset == "fashion-mnist":
-        return FashionMNIST(path)
+        return FashionMNIST(path, validation=validation)
     return ImageNet(path, max_pixels=max_pixels)

@@ -225,16 +225,24 @@ def _check(passed, line, **details):
                 line)
 
 
-def transfer_correct(predictor, directory, labels, batch):
-    """{directory name: bool [N]} of a --save-adversarial directory's images (000000.png ...)
-    predicted by ``predictor``, in index order, against its labels.txt."""
+def transfer_correct(predictor, path, labels, batch):
+    """{set: bool [N]} of a --save-adversarial set predicted by ``predictor``, against its
+    labels, in the order of the labels' names: a directory (000000.png ..., labels.txt beside
+    it) or an .npz (every images/<attack> array in it, labels inside). -> {name: bool [N]}."""
     import os
 
-    from .jobs import predict_directory, read_labels
+    from .jobs import attacker_sets, predict_set, read_labels, sets_labels
     from data.images import SkippedFiles
-    truth = read_labels(os.path.join(os.path.dirname(directory.rstrip("/")), "labels.txt") if labels is None
-                        else labels)
-    names, logits = predict_directory(predictor, directory, batch, False, SkippedFiles())
-    pred = dict(zip(names, logits.argmax(axis=1)))
+    if labels is not None:
+        truth = read_labels(labels)
+    elif str(path).endswith(".npz"):
+        truth = sets_labels([path])
+    else:
+        truth = read_labels(os.path.join(os.path.dirname(str(path).rstrip("/")), "labels.txt"))
     order = sorted(truth)
-    return np.array([pred.get(f) == truth[f] for f in order], bool)
+    out = {}
+    for key, source in attacker_sets([path]):
+        names, logits = predict_set(predictor, source, batch, False, SkippedFiles())
+        pred = dict(zip(names, logits.argmax(axis=1)))
+        out[key] = np.array([pred.get(f) == truth[f] for f in order], bool)
+    return out

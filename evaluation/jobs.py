@@ -187,6 +187,21 @@ def predict_set(predictor, source, batch, progress, skipped, max_pixels=None):
     return predict_directory(predictor, source, batch, progress, skipped, max_pixels)
 
 
+def sets_labels(paths):
+    """The true labels stored in --save-adversarial .npz files, when every path is one and they
+    all hold the same {name: label} (sets crafted on the same images, by any source model);
+    otherwise a one-line DataError asking for --labels."""
+    found = [npz_labels(p) for p in paths]
+    if not found or any(f is None for f in found):
+        raise DataError("--all-or-nothing needs --labels FILE with the true 'filename,label' lines (only .npz sets "
+                        "written by eval.py --save-adversarial carry their own)")
+    differ = [p for p, f in zip(paths, found) if f != found[0]]
+    if differ:
+        raise DataError("%s and %s hold different images or labels: pass --labels FILE with the true "
+                        "'filename,label' lines" % (paths[0], differ[0]))
+    return found[0]
+
+
 def npz_labels(path):
     """{name: label} stored in a --save-adversarial .npz, or None for a directory."""
     if not (str(path).endswith(".npz") and os.path.isfile(path)):
@@ -206,9 +221,7 @@ def all_or_nothing_job(predictor, paths, labels_path, batch, progress=True, per_
     if labels_path:
         truth = read_labels(labels_path, num_classes)
     else:
-        truth = npz_labels(paths[0]) if len(paths) == 1 else None
-        if truth is None:
-            raise DataError("--all-or-nothing needs --labels FILE with the true 'filename,label' lines")
+        truth = sets_labels(paths)
         bad = sorted(n for n, v in truth.items() if not 0 <= v < num_classes)
         if bad:
             raise DataError("%s holds labels outside the model's classes 0..%d (first: %s)" % (

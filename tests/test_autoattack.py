@@ -443,10 +443,19 @@ def test_autoattack_under_two_ranks_equals_one_process(trained_model, tmp_path):
 
 
 def test_audit_runs_every_check_and_writes_its_verdicts(trained_model, tmp_path):
+    """Every check, with transfer sets given both ways --save-adversarial writes them (a
+    directory of PNGs and an .npz), which hold the same images and so score the same."""
     import json
+    for target in ("sets", "sets.npz"):
+        eval_py("--load", trained_model, "--data", FMNIST, "--limit", "48", "--batch", "48", "--quiet", "--attack",
+                "fgsm", "--untargeted", "--attack-iter", "1", "--save-adversarial", tmp_path / target)
     out = eval_py("--load", trained_model, "--data", FMNIST, "--limit", "48", "--batch", "48", "--quiet", "--audit",
-                  "--audit-iter", "10", "--audit-queries", "40", "--json-out", tmp_path / "audit.json")
+                  "--audit-iter", "10", "--audit-queries", "40", "--json-out", tmp_path / "audit.json",
+                  "--audit-transfer", tmp_path / "sets" / "fgsm1", tmp_path / "sets.npz")
     audit = json.loads((tmp_path / "audit.json").read_text())["audit"]
+    transfer = audit["checks"]["black_box"]["accuracy"]
+    assert set(transfer) == {"square", "transfer:fgsm1", "transfer:sets.npz/fgsm1"}, transfer
+    assert transfer["transfer:fgsm1"] == transfer["transfer:sets.npz/fgsm1"] < 1.0
     assert set(audit["checks"]) == {"epsilon_sweep", "iterations_and_restarts", "black_box", "gradients",
                                     "determinism", "bpda"}
     for check in audit["checks"].values():

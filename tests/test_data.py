@@ -146,6 +146,26 @@ def test_fashion_mnist_reads_generated_gz_and_raw_idx(tmp_path):
     assert fashion_mnist.CLASS_NAMES[9] == "Ankle boot"
 
 
+def test_validation_split_holds_out_the_last_training_images(tmp_path):
+    """--validation N: training reads the first images only, evaluation reads the last N
+    training images (never the test set), and the two never share an image."""
+    sets = make_fashion_dir(tmp_path)
+    n = len(sets["train"][1])
+    source = data.open_dataset("fashion-mnist", str(tmp_path), validation=3)
+    (tx, ty), (vx, vy) = source.train_arrays, source.test_arrays
+    assert len(ty) == n - 3 and len(vy) == 3 and source.num_train == n - 3 and source.num_eval() == 3
+    np.testing.assert_array_equal(tx[..., 0], sets["train"][0][:n - 3])
+    np.testing.assert_array_equal(vx[..., 0], sets["train"][0][n - 3:])
+    np.testing.assert_array_equal(vy, sets["train"][1][n - 3:])
+    plain = data.open_dataset("fashion-mnist", str(tmp_path))
+    assert plain.num_train == n and len(plain.test_arrays[1]) == len(sets["t10k"][1])
+    with pytest.raises(DataError, match="holds out every one"):
+        _ = data.open_dataset("fashion-mnist", str(tmp_path), validation=n).train_arrays
+    for kwargs in ({"fake": True}, {}):
+        with pytest.raises(DataError, match="drop --validation"):
+            data.open_dataset("fashion-mnist" if kwargs else "imagenet", str(tmp_path), validation=3, **kwargs)
+
+
 def test_fashion_mnist_wrong_magic(tmp_path):
     make_fashion_dir(tmp_path)
     bad = tmp_path / "train-images-idx3-ubyte.gz"

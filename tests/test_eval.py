@@ -239,6 +239,25 @@ def test_save_adversarial_cli_writes_the_attacks_not_the_clean_images(model_npz,
     assert deltas.max() == 25 and (deltas == 25).mean() > 0.2
 
 
+def test_all_or_nothing_over_npz_sets_takes_their_labels(model_npz, tmp_path):
+    """Sets saved as .npz (one file per crafting run, arrays images/<attack>) carry their
+    labels: several files made on the same images need no --labels, and each array counts as
+    one attacker; files made on other images are refused with one line."""
+    common = ("--load", model_npz, "--data", FMNIST, "--batch", "8", "--attack-epsilon", "25.5", "--quiet")
+    eval_py(*common, "--limit", "12", "--attack-iter", "1,2", "--save-adversarial", tmp_path / "a.npz")
+    eval_py(*common, "--limit", "12", "--attack", "fgsm", "--untargeted", "--attack-iter", "1", "--save-adversarial",
+            tmp_path / "b.npz")
+    eval_py(*common, "--all-or-nothing", tmp_path / "a.npz", tmp_path / "b.npz", "--json-out", tmp_path / "r.json")
+    res = json.loads((tmp_path / "r.json").read_text())["all_or_nothing"]
+    assert set(res["per_attacker_accuracy"]) == {"a.npz/pgd1", "a.npz/pgd2", "b.npz/fgsm1"}
+    assert res["num_images"] == 12
+    assert res["all_or_nothing_accuracy"] <= min(res["per_attacker_accuracy"].values())
+    eval_py(*common, "--limit", "10", "--attack-iter", "1", "--save-adversarial", tmp_path / "c.npz")
+    proc = eval_py(*common, "--all-or-nothing", tmp_path / "a.npz", tmp_path / "c.npz", check=False)
+    last = proc.stdout.strip().splitlines()[-1]
+    assert proc.returncode != 0 and "hold different images or labels" in last and "--labels" in last, last
+
+
 def test_per_image_results_add_up_and_match_the_clean_predictions(model_npz, tmp_path):
     """eval.py --per-image: every image's metrics in test-set order; their means are the
     JSON's rates, and the clean top-1 errors are those of an independent Predictor run on the

@@ -63,6 +63,26 @@ def read_every_tensor(prefix):
     return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
 
 
+@pytest.fixture
+def spawn():
+    """subprocess.Popen in a session of its own; whatever is still running when the test ends
+    (a failed assertion before the signal, a stalled rank) is killed with its children."""
+    started = []
+
+    def start(*args, **kwargs):
+        proc = subprocess.Popen(*args, start_new_session=True, **kwargs)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)     # the group: ranks outlive a killed horovodrun
+        except ProcessLookupError:
+            pass
+        proc.communicate()
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A finished 2-epoch run: checkpoints model-3 and model-6, model-final.npz."""
@@ -442,7 +462,7 @@ def test_tensorflow_writes_checkpoint_files_to_temporaries_then_renames(tmp_path
     assert "ATOMIC_STATE True" in out
 
 
-def test_sigkill_mid_run_then_the_same_command_resumes(tmp_path):
+def test_sigkill_mid_run_then_the_same_command_resumes(tmp_path, spawn):
     """Killed with SIGKILL in the middle of epoch 2 (checkpoint model-3 written), the same
     command resumes from model-3 at epoch 2 and finishes: nothing but the part of epoch 2
     done before the kill is lost. --total-batch 8 in one process is --batch 8."""
@@ -451,7 +471,7 @@ def test_sigkill_mid_run_then_the_same_command_resumes(tmp_path):
            ["--epochs", "3", "--logdir", logdir]]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", FDENOISE_FAULT="stall-after-step:5")
     with open(tmp_path / "out.txt", "w") as out:
-        proc = subprocess.Popen(cmd, cwd=str(REPO), env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = spawn(cmd, cwd=str(REPO), env=env, stdout=out, stderr=subprocess.STDOUT)
         wait_for(tmp_path / "out.txt", r"stalled after step 5", proc)
         assert global_step(tf.train.latest_checkpoint(str(logdir))) == 3      # the first checkpoint exists
         proc.send_signal(signal.SIGKILL)
@@ -526,7 +546,7 @@ def test_a_full_disk_during_a_checkpoint_write(tmp_path):
 
 
 @pytest.mark.horovod
-def test_a_rank_that_freezes_or_dies_ends_the_job_and_the_restart_resumes(tmp_path):
+def test_a_rank_that_freezes_or_dies_ends_the_job_and_the_restart_resumes(tmp_path, spawn):
     """Under horovodrun (Gloo, 2 ranks), rank 1 stops after step 4 (rank 0 waits in step 5's
     allreduce), with checkpoint model-3 written. (1) Frozen (SIGSTOP: a hung node, or one
     gone without closing its sockets): rank 0's Gloo operation times out after
@@ -544,7 +564,7 @@ def test_a_rank_that_freezes_or_dies_ends_the_job_and_the_restart_resumes(tmp_pa
     for how, sig in (("freeze", signal.SIGSTOP), ("die", signal.SIGKILL)):
         out_path = tmp_path / ("%s.txt" % how)
         with open(out_path, "w") as out:
-            proc = subprocess.Popen(cmd, cwd=str(REPO), env=env, stdout=out, stderr=subprocess.STDOUT)
+            proc = spawn(cmd, cwd=str(REPO), env=env, stdout=out, stderr=subprocess.STDOUT)
             m = wait_for(out_path, r"rank 1 \(pid (\d+)\) stalled after step 4", proc)
             assert global_step(tf.train.latest_checkpoint(str(logdir))) == 3
             os.kill(int(m.group(1)), sig)
@@ -746,11 +766,11 @@ def test_a_log_directory_that_is_a_file_is_refused(tmp_path):
     assert_one_line_error(proc, "train.py", "--logdir", "is a file")
 
 
-def test_ctrl_c_during_save_adversarial_leaves_no_partial_set(tiny_run, tmp_path):
+def test_ctrl_c_during_save_adversarial_leaves_no_partial_set(tiny_run, tmp_path, spawn):
     """SIGINT mid-way: one line, exit 130, and neither the set nor its partial directory
     (a partial set once looked whole to a later --eval-directory run)."""
     out = tmp_path / "adv"
-    proc = subprocess.Popen([str(c) for c in EVAL + ["--load", tiny_run / "model-final.npz", "--fake", "--dataset",
+    proc = spawn([str(c) for c in EVAL + ["--load", tiny_run / "model-final.npz", "--fake", "--dataset",
                                                        "fashion-mnist", "--attack-iter", "40", "--limit", "4000",
                                                        "--batch", "50", "--save-adversarial", out, "--quiet"]],
                             cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -768,8 +788,8 @@ def test_ctrl_c_during_save_adversarial_leaves_no_partial_set(tiny_run, tmp_path
     assert not out.exists() and not (tmp_path / "adv.partial").exists()
 
 
-def test_sigterm_ends_training_with_one_line_and_the_conventional_status(tmp_path):
-    proc = subprocess.Popen([str(c) for c in FAKE_TRAIN + ["--epochs", "2", "--logdir", tmp_path / "l"]],
+def test_sigterm_ends_training_with_one_line_and_the_conventional_status(tmp_path, spawn):
+    proc = spawn([str(c) for c in FAKE_TRAIN + ["--epochs", "2", "--logdir", tmp_path / "l"]],
                             cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", FDENOISE_FAULT="stall-after-step:4"))
     deadline = time.time() + 240
