@@ -210,9 +210,51 @@ def power(effect, sd_seed, se_image, seeds, alpha=0.05):
     df = seeds - 1
     critical = stats.t.ppf(1.0 - alpha / 2.0, df)
     delta = effect / scale
-    # scipy 1.13's boost-backed nct warns "divide by zero" at odd df although its values are right
-    with np.errstate(divide="ignore"):
-        return float(stats.nct.sf(critical, df, delta) + stats.nct.cdf(-critical, df, delta))
+    # scipy 1.13's boost-backed nct warns "divide by zero" at odd df although its values are
+    # right, and "series did not converge" far in the tail (noncentrality in the hundreds), where
+    # its closest value is the answer to the precision that matters (power within 1e-6 of 1)
+    import warnings
+    with np.errstate(divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        value = float(stats.nct.sf(critical, df, delta) + stats.nct.cdf(-critical, df, delta))
+    return min(max(value, 0.0), 1.0)
+
+
+def noise_levels(a, b):
+    """(sd_seed, se_image): the two inputs of ``power`` estimated from a pair's own per-image
+    correctness [S, N] (S >= 2): the standard deviation of the per-seed differences (training
+    randomness, with the seed-by-image flips it carries), and the standard error the test
+    images' shared level adds to the mean difference, sqrt(var_image / N) with var_image
+    estimated as (MS_image - MS_residual) / S (floored at 0), the ANOVA of ``crossed_variance``."""
+    a, b = _paired_rows(a, b)
+    d = a - b
+    seeds, images = d.shape
+    if seeds < 2:
+        raise ValueError("noise levels need at least 2 seeds")
+    seed_means, image_means, grand = d.mean(axis=1), d.mean(axis=0), d.mean()
+    ms_image = seeds * float(np.sum((image_means - grand) ** 2)) / (images - 1)
+    residual = d - seed_means[:, None] - image_means[None, :] + grand
+    ms_resid = float(np.sum(residual ** 2)) / ((seeds - 1) * (images - 1))
+    var_image = max(ms_image - ms_resid, 0.0) / seeds
+    return float(np.std(seed_means, ddof=1)), math.sqrt(var_image / images)
+
+
+def detectable_effect(sd_seed, se_image, seeds, alpha=0.05, target=0.8):
+    """The smallest true difference the test detects with probability ``target`` (its
+    ``power``) at ``alpha``, with these noise levels and seeds (bisection; 0 if there is no
+    noise, inf if even a difference of 1, all of accuracy, is not)."""
+    if sd_seed == 0 and se_image == 0:
+        return 0.0
+    low, high = 0.0, 1.0              # a difference in accuracy is at most 1
+    if power(high, sd_seed, se_image, seeds, alpha) < target:
+        return math.inf
+    for _ in range(60):
+        mid = (low + high) / 2
+        if power(mid, sd_seed, se_image, seeds, alpha) >= target:
+            high = mid
+        else:
+            low = mid
+    return high
 
 
 def seeds_for_power(effect, sd_seed, se_image, alpha=0.05, target=0.8, max_seeds=50):

@@ -1,17 +1,17 @@
 """Runs the reproduction suite, resumably, and writes docs/RESULTS.md with its figures.
 
-    python -m experiments                          # the full suite (3 seeds; 5.8 hours measured on 2 AVX-512 cores)
+    python -m experiments                          # the full suite (about 12 hours on 2 cores)
+    python -m experiments --commit                 # ... committing its results after every job
     python -m experiments --budget tiny --out /tmp/r --docs /tmp/r/docs   # a smoke run
     python -m experiments --report-only            # regenerate the page from finished jobs
     python -m experiments --list                   # the jobs and which are finished
-    python -m experiments --backfill-per-image     # per-image results for an older runner's evaluations
 
 Started again, it skips finished jobs (an interrupted training run resumes from its last
-checkpoint). Exit status 1 if a job failed (its log is named), 0 otherwise.
+checkpoint). Exit status 1 if a job failed (its log is named), 2 for bad options, else 0.
 """
 import argparse
 import os
-import re
+import subprocess
 import sys
 import time
 
@@ -20,37 +20,84 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 
-def main(argv=None):
-    from experiments.suite import BUDGETS, select_variants
+def parse(argv):
+    from experiments.suite import BUDGETS
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--budget", choices=sorted(BUDGETS), default="full")
     # In the repository, committed: a CPU run of the suite spans many sessions, and the finished
-    # jobs (models, evaluations, logs) are what lets anyone regenerate the page or continue it.
+    # jobs (first-seed models, evaluations, logs) are what lets anyone regenerate the page or continue it.
     p.add_argument("--out", default=os.path.join(REPO, "results", "repro"),
                    help="models, evaluations, logs (the default is committed with the page it made)")
     p.add_argument("--docs", default=os.path.join(REPO, "docs"), help="where RESULTS.md and figures/ go")
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
-    p.add_argument("--variants", default=None, help="comma-separated subset of the suite's variants")
-    p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the budget's)")
+    p.add_argument("--variants", default=None, help="comma-separated subset of the suite's rows")
     p.add_argument("--report-only", action="store_true", help="only regenerate RESULTS.md from finished jobs")
     p.add_argument("--list", action="store_true", help="list the jobs and exit")
-    p.add_argument("--backfill-per-image", nargs="?", const="*", default=None, metavar="GLOB",
-                   help="rerun finished white-box evaluations that kept no per-image results (an older runner's) "
-                        "to add them, where the rerun reproduces the recorded results, then write the page; "
-                        "GLOB limits it to the matching job names, e.g. 'white-box/*/seed1/*-n100'")
-    p.add_argument("--jobs-commit", default=None,
-                   help="with --report-only: the commit(s) of the code that ran the jobs, when another checkout ran "
-                        "them (default: this checkout's commit)")
-    args = p.parse_args(argv)
+    p.add_argument("--commit", action="store_true",
+                   help="after every job, write the page and commit --out and the page to the git repository "
+                        "holding them (only those paths), so that a run spanning sessions keeps what it did")
+    return p.parse_args(argv)
 
-    import dataclasses
 
-    from data.fashion_mnist import is_fashion_mnist_dir
-    from experiments.report import write_report
+def git_root(path):
+    try:
+        return subprocess.check_output(["git", "-C", path, "rev-parse", "--show-toplevel"], text=True,
+                                       stderr=subprocess.DEVNULL).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def commit_paths(paths, message):
+    """git add + commit of ``paths`` only (other staged work is left alone); -> True if a commit
+    was made. A failure (another git process holding the index, nothing changed) is reported
+    and skipped: the next job's commit takes the files along."""
+    root = git_root(os.path.dirname(paths[0]))
+    if root is None:
+        return False
+    rel = [os.path.relpath(p, root) for p in paths if os.path.exists(p)]
+    add = subprocess.run(["git", "-C", root, "add", "-A", "--"] + rel, capture_output=True, text=True)
+    if add.returncode:
+        print("[repro] commit skipped: %s" % add.stderr.strip().splitlines()[-1:], flush=True)
+        return False
+    staged = subprocess.run(["git", "-C", root, "diff", "--cached", "--quiet", "--"] + rel)
+    if staged.returncode == 0:
+        return False
+    done = subprocess.run(["git", "-C", root, "commit", "-q", "-m", message, "--"] + rel, capture_output=True,
+                          text=True)
+    if done.returncode:
+        print("[repro] commit skipped: %s" % (done.stderr.strip() or done.stdout.strip()), flush=True)
+        return False
+    return True
+
+
+def job_commits(out):
+    """The commits of the code that ran the finished jobs (recorded in every result and run)."""
+    import glob
+    import json
+    found = set()
+    for path in glob.glob(os.path.join(out, "eval", "*", "*", "*.json")) + \
+            glob.glob(os.path.join(out, "models", "*", "*", "run.json")):
+        if path.endswith(".inputs.json"):
+            continue
+        try:
+            with open(path) as f:
+                commit = json.load(f).get("commit")
+        except (OSError, ValueError):
+            continue
+        if commit:
+            found.add(commit[:7])
+    return sorted(found)
+
+
+def main(argv=None):
+    args = parse(argv)
     from core.provenance import git_commit
-    from experiments.runner import (Layout, backfill_per_image, check_budget, load_json, machine_label,
-                                    machines_summary, plan_jobs, run_all)
+    from data.fashion_mnist import is_fashion_mnist_dir
+    from experiments.page import write_page
+    from experiments.runner import (Layout, check_budget, load_json, machine_label, machines_summary, plan_jobs,
+                                    run_all)
+    from experiments.suite import BUDGETS, select_variants
 
     try:
         variants = select_variants([v for v in (args.variants or "").split(",") if v])
@@ -58,65 +105,86 @@ def main(argv=None):
         print("experiments: error: %s" % e, file=sys.stderr)
         return 2
     budget = BUDGETS[args.budget]
-    if args.seeds:
-        budget = dataclasses.replace(budget, seeds=tuple(int(s) for s in args.seeds.split(",")))
-    if not args.report_only and not is_fashion_mnist_dir(args.data):
+    if not args.report_only and not args.list and not is_fashion_mnist_dir(args.data):
         print("experiments: error: %s has no Fashion-MNIST IDX files: install dataset-fashion-mnist "
               "(scripts/setup.sh does) or pass --data DIR" % args.data, file=sys.stderr)
         return 2
-    out = os.path.abspath(args.out)
+    out, docs = os.path.abspath(args.out), os.path.abspath(args.docs)
     layout = Layout(out)
-    mismatch = check_budget(layout, budget, record=not (args.report_only or args.list or
-                                                         args.backfill_per_image is not None))
+    mismatch = check_budget(layout, budget, record=not (args.report_only or args.list))
     if mismatch:
         print("experiments: error: %s" % mismatch, file=sys.stderr)
         return 2
-    jobs = plan_jobs(variants, budget, layout, args.data)
+
+    def plan():
+        return plan_jobs(variants, budget, layout, args.data)
+
     if args.list:
+        jobs, schedule = plan()
+        cut = load_json(layout.rows_file(), {}).get("cut", {})
         for j in jobs:
-            print("%-8s %s" % ("done" if j.done else "diverged" if j.diverged else "todo", j.name))
+            state = "done" if j.done else "diverged" if j.diverged else "cut" if j.row in cut else "todo"
+            print("%-8s %s" % (state, j.name))
+        if schedule["epochs"] is None:
+            print("(the rest is planned once the schedule runs have finished)")
         return 0
-    status = {"failed": [], "blocked": []}
-    if args.backfill_per_image is not None:
-        import fnmatch
-        filled = backfill_per_image([j for j in jobs if fnmatch.fnmatchcase(j.name, args.backfill_per_image)],
-                                    layout, progress=lambda m: print(m, flush=True))
-        print("[repro] backfill: %d kept, %d differed, %d failed" % (
-            len(filled["kept"]), len(filled["differed"]), len(filled["failed"])), flush=True)
-        status["failed"] = ["backfill/" + name for name in filled["failed"]]
-    elif not args.report_only:
-        status = run_all(jobs, layout, progress=lambda m: print(m, flush=True))
-    finished = sum(1 for j in jobs if j.settled)
-    not_run = sum(1 for j in jobs if j.diverged and not j.done and not j.diverged_ok)
-    timings = load_json(layout.timings(), {})
-    wall = sum(timings.values())
+
     argv_shown = " ".join(["python -m experiments"] + (argv if argv is not None else sys.argv[1:]))
-    progress = ("**Complete:** all %d jobs finished%s." % (
-        len(jobs), " (%d of them need a model whose training diverged, and did not run)" % not_run if not_run else "")
-        if finished == len(jobs) else
-                "**In progress:** %d of %d jobs finished; missing rows show '–'. Rerun the command to "
-                "continue." % (finished, len(jobs)))
-    commit = git_commit()
-    meta = {"command": re.sub(r" --report-only| --jobs-commit \S+", "", argv_shown),
-            "commit": "jobs run by commit `%s`, page by commit `%s`" % (args.jobs_commit, commit)
-            if args.jobs_commit else "commit `%s`" % commit,
-            # the machines that ran the jobs (recorded per job), else this one
-            "machine": machines_summary(layout) or machine_label(),
-            "wall": "%.1f CPU-machine hours (%.0f s)" % (wall / 3600, wall),
-            "date": time.strftime("%Y-%m-%d")}
-    # The page reads every seed on disk: `--seeds 2` continues a suite, it does not hide seed 1.
-    seeds = sorted(set(budget.seeds) | layout.seeds_on_disk(variants))
-    found = write_report(out, dataclasses.replace(budget, seeds=tuple(seeds)), os.path.abspath(args.docs), meta,
-                         progress)
-    print("[repro] %s" % progress.replace("**", ""))
-    for claim, where, evidence, verdict in found:
-        print("[repro] %-10s %-70s %s" % (where, claim[:70], verdict))
-    print("[repro] wrote %s" % os.path.join(args.docs, "RESULTS.md"))
+
+    def page():
+        jobs, schedule = plan()
+        cut = load_json(layout.rows_file(), {}).get("cut", {})
+        live = [j for j in jobs if j.row not in cut]
+        finished = sum(1 for j in live if j.settled)
+        complete = schedule["epochs"] is not None and finished == len(live)
+        timings = load_json(layout.timings(), {})
+        wall = sum(timings.values())
+        commits = job_commits(out)
+        meta = {"command": argv_shown.replace(" --report-only", "").replace(" --commit", ""),
+                "commit": "jobs run by commit(s) %s, page by `%s`" % (
+                    ", ".join("`%s`" % c for c in commits) or "–", git_commit()),
+                "machine": machines_summary(layout) or machine_label(),
+                "wall": "%.1f CPU-machine hours" % (wall / 3600), "date": time.strftime("%Y-%m-%d"),
+                "progress": ("**Complete:** all %d jobs finished%s." % (
+                    len(live), "; rows cut by the budget: %s" % ", ".join(cut) if cut else "") if complete else
+                    "**In progress:** %d of %d planned jobs finished%s; missing numbers show '–'. Rerun the "
+                    "command to continue." % (finished, len(live), "" if schedule["epochs"] is not None else
+                                              " (the rows are planned once the schedule is chosen)")),
+                "why_changed": WHY_CHANGED}
+        return write_page(out, budget, variants, docs, meta), complete
+
+    status = {"failed": []}
+    if not args.report_only:
+        layout.write_gitignore()
+
+        def after_job(job, result):
+            if args.commit:
+                page()
+                commit_paths([out, os.path.join(docs, "RESULTS.md"), os.path.join(docs, "figures")],
+                             "Reproduction suite: %s %s" % (job.name, result))
+
+        status = run_all(plan, layout, budget, variants, progress=lambda m: print(m, flush=True),
+                         after_job=after_job)
+    (judged, residual), complete = page()
+    if args.commit:
+        commit_paths([out, os.path.join(docs, "RESULTS.md"), os.path.join(docs, "figures")],
+                     "Reproduction suite: page%s" % (" (complete)" if complete else ""))
+    for j in judged:
+        print("[repro] %-16s %-60s %s" % (j.claim.where, j.claim.text[:60], j.verdict))
+    print("[repro] %-16s %-60s %s" % ("Table 1", "removing the residual connection", residual[1]))
+    print("[repro] wrote %s" % os.path.join(docs, "RESULTS.md"))
     if status["failed"]:
         print("experiments: error: %d job(s) failed: %s; see their logs under %s/logs" % (
             len(status["failed"]), ", ".join(status["failed"]), out), file=sys.stderr)
         return 1
     return 0
+
+
+# Why the first run's verdicts do not carry over (docs/archive): said once, on the page.
+WHY_CHANGED = ("its verdicts do not carry over: its models were far from converged (0.85 of an epoch), its "
+               "non-local embeddings started from another initialisation than the original's, its black-box source "
+               "shared the baseline's recipe, and its significance borrowed a pooled variance without a correction "
+               "for multiplicity.")
 
 
 if __name__ == "__main__":

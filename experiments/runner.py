@@ -1,14 +1,21 @@
-"""Runs the suite of experiments/suite.py as a list of jobs, each a subprocess of
-train.py or eval.py (or experiments.features) with one output file that marks it done.
-Started again, the runner skips finished jobs and retries failed ones; a training run
-interrupted midway resumes from its last checkpoint (train.py does that)."""
+"""Runs the suite of experiments/suite.py as a list of jobs, each a subprocess of train.py or
+eval.py (or experiments.features) with one output file that marks it done. Started again, the
+runner skips finished jobs and retries failed ones; a training run interrupted midway resumes
+from its last checkpoint (train.py does that).
+
+The plan comes in two phases: the schedule runs first (experiments/schedule.py); once every
+candidate has its validation result, the schedule is chosen and recorded, and the sources,
+transfer sets and rows are planned with it. Rows run in the suite's order, each with all its
+seeds; before a row starts, the budget rule keeps or cuts it (``decide_row``), once, and
+rows.json records the decision."""
 import json
 import os
 import subprocess
 import sys
 import time
 
-from .suite import SOURCE, SOURCE_SEED
+from .schedule import decide, lr_decay_epochs
+from .suite import AUDIT_TRANSFER, SCHEDULE_SEED, SOURCES, TRANSFER
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -17,28 +24,34 @@ class Job:
     """One subprocess. ``done_file`` exists once it finished; ``diverged_ok`` lets train.py's
     exit code 3 (NaN/inf loss, Table 1's "unable to train") count as a finished result.
     ``any_model`` marks a job over several models that runs without those that diverged.
-    ``derived_from``: models that some input was computed from (the transfer attacks' source
-    model, for a black-box evaluation): if one diverged, that input never comes."""
+    ``derived_from``: models that some input was computed from (the transfer sets' sources,
+    for a black-box evaluation): if one diverged, that input never comes. ``row``: the suite
+    row the job belongs to (None: schedule, sources, transfer sets, features).
+
+    A training job whose model file is gone (only the first seed's models are committed with
+    the results) still counts as done while every job that reads the model is done: its
+    ``trained.json`` marker says it finished. If one is not, the model is trained again, and the
+    results computed from the old one rerun with it (their inputs' hashes differ)."""
 
     def __init__(self, name, argv, done_file, log_file, diverged_ok=False, needs=(), any_model=False,
-                 derived_from=()):
+                 derived_from=(), row=None, trains=False):
         self.name, self.argv, self.done_file, self.log_file = name, argv, done_file, log_file
         self.diverged_ok, self.needs, self.any_model = diverged_ok, tuple(needs), any_model
-        self.derived_from = tuple(derived_from)
+        self.derived_from, self.row, self.trains = tuple(derived_from), row, trains
+        self.readers = []          # jobs that need this job's output (set by plan_jobs)
 
     @property
     def done(self):
         """Its output exists and was computed from the inputs there now: a model trained again
-        (or attacks crafted again) makes the results computed from the old one stale, and they
-        rerun. The runner records the inputs' content hashes beside each output (``inputs_file``),
-        so a copy of the directory that resets file times stays finished; outputs without that
-        record (written by an older runner) count as finished if newer than every input."""
+        (or a transfer set crafted again) makes the results computed from the old one stale,
+        and they rerun. The runner records the inputs' content hashes beside each output
+        (``inputs_file``), so a copy of the directory that resets file times stays finished."""
         if not os.path.exists(self.done_file):
-            return False
+            return self.trains and os.path.exists(trained_file(self.done_file)) and \
+                all(r.done or r.diverged for r in self.readers)
         recorded = load_json(inputs_file(self.done_file))
         if recorded is None:
-            made = os.path.getmtime(self.done_file)
-            return all(os.path.getmtime(p) <= made for p in self.needs if os.path.exists(p))
+            return not self.needs
         return all(recorded.get(name) == digest for name, digest in self._input_fingerprints().items())
 
     def record_inputs(self):
@@ -70,6 +83,11 @@ def inputs_file(done_file):
     return done_file + ".inputs.json"
 
 
+def trained_file(model_file):
+    """The marker a finished training writes beside its model (kept when the model is not)."""
+    return os.path.join(os.path.dirname(model_file), "trained.json")
+
+
 _FINGERPRINTS = {}
 
 
@@ -95,38 +113,56 @@ def _diverged(model_file):
     return os.path.exists(diverged_file(os.path.dirname(model_file)))
 
 
+# What the results' commits leave out: checkpoints, event files, and the models of every seed
+# but the first (the sources' are kept: the transfer sets can be crafted again from them).
+GITIGNORE = """# written by experiments/runner.py: what a commit of the suite's results leaves out
+models/*/seed*/*
+!models/*/seed*/*.json
+!models/*/seed*/*.jsonl
+!models/*/seed*/log.log
+!models/*/seed1/model-final.npz
+!models/source-*/seed*/model-final.npz
+schedule/*/*
+!schedule/*/*.json
+!schedule/*/*.jsonl
+!schedule/*/log.log
+*.partial
+"""
+
+
 class Layout:
     """Where everything of a suite run lives under ``out``."""
 
     def __init__(self, out):
         self.out = out
 
-    def model_dir(self, variant, seed):
-        return os.path.join(self.out, "models", variant.name, "seed%d" % seed)
+    def schedule_dir(self, epochs):
+        return os.path.join(self.out, "schedule", "e%d" % epochs)
 
-    def model_file(self, variant, seed):
-        return os.path.join(self.model_dir(variant, seed), "model-final.npz")
+    def schedule_eval_file(self, epochs):
+        return os.path.join(self.out, "schedule", "e%d-validation.json" % epochs)
 
-    def white_box_file(self, variant, seed, iters, limit=None):
-        """Named after the iterations and the image count, so results of another budget are
-        never mistaken for this one's."""
-        return os.path.join(self.out, "eval", variant.name, "seed%d" % seed, "white-box-%s-n%s.json" % (
-            "-".join(str(i) for i in iters), limit or "all"))
+    def schedule_file(self):
+        return os.path.join(self.out, "schedule", "schedule.json")
+
+    def model_dir(self, name, seed):
+        return os.path.join(self.out, "models", name, "seed%d" % seed)
+
+    def model_file(self, name, seed):
+        return os.path.join(self.model_dir(name, seed), "model-final.npz")
+
+    def eval_file(self, name, seed, kind):
+        """kind: targeted | untargeted | long | black-box | autoattack | audit."""
+        return os.path.join(self.out, "eval", name, "seed%d" % seed, kind + ".json")
 
     @staticmethod
-    def per_image_file(white_box_file):
-        """Every image's results beside a white-box result (eval.py --per-image), for paired
-        comparisons on the same images."""
-        return white_box_file[:-len(".json")] + ".per-image.npz"
+    def per_image_file(result_file):
+        """Every image's results beside a result (eval.py --per-image), for paired comparisons."""
+        return result_file[:-len(".json")] + ".per-image.npz"
 
-    def black_box_file(self, variant, seed):
-        return os.path.join(self.out, "eval", variant.name, "seed%d" % seed, "black-box.json")
-
-    def crafted_dir(self, attack):
-        return os.path.join(self.out, "transfer", attack.name)
-
-    def crafted_file(self, attack):
-        return os.path.join(self.out, "transfer", attack.name + ".json")
+    def transfer_file(self, source, attack):
+        """A transfer set: one .npz of uint8 images (images/<attack><iterations>) with labels."""
+        return os.path.join(self.out, "transfer", source.name, attack.name + ".npz")
 
     def features_file(self):
         return os.path.join(self.out, "features", "features.json")
@@ -144,24 +180,24 @@ class Layout:
     def budget_file(self):
         return os.path.join(self.out, "budget.json")
 
-    def seeds_on_disk(self, variants):
-        """Seeds with a model directory for any of ``variants``."""
-        found = set()
-        for v in variants:
-            d = os.path.join(self.out, "models", v.name)
-            found |= {int(n[4:]) for n in (os.listdir(d) if os.path.isdir(d) else ())
-                      if n.startswith("seed") and n[4:].isdigit()}
-        return found
+    def rows_file(self):
+        """{'kept': [row, ...], 'cut': {row: why}}: the budget rule's decisions, in order."""
+        return os.path.join(self.out, "rows.json")
+
+    def write_gitignore(self):
+        os.makedirs(self.out, exist_ok=True)
+        path = os.path.join(self.out, ".gitignore")
+        if not os.path.exists(path) or open(path).read() != GITIGNORE:
+            with open(path, "w") as f:
+                f.write(GITIGNORE)
 
 
 def check_budget(layout, budget, record=True):
-    """Every job under ``--out`` must share one budget (the seeds aside): results of a run with
-    other steps, epsilon or image counts would otherwise be mixed into the tables. -> None,
-    or a one-line error. The first run records its budget."""
+    """Every job under ``--out`` must share one budget: results of a run with other
+    candidates, seeds, epsilon or image counts would otherwise be mixed into the tables.
+    -> None, or a one-line error. The first run records its budget."""
     import dataclasses
-    unrecorded = {f.name for f in dataclasses.fields(budget) if not f.metadata.get("recorded", True)}
-    wanted = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(budget))).items()
-              if k != "seeds" and k not in unrecorded}
+    wanted = json.loads(json.dumps(dataclasses.asdict(budget)))
     recorded = load_json(layout.budget_file())
     if recorded is None:
         if record:
@@ -177,30 +213,6 @@ def check_budget(layout, budget, record=True):
     return None
 
 
-def white_box_groups(budget):
-    """White-box evaluations grouped by image count: one eval.py run per group, so clean and
-    PGD-10 on the whole test set share one pass over the data."""
-    groups = {}
-    for iters, limit in budget.white_box:
-        groups.setdefault(limit, []).append(iters)
-    return [(limit, sorted(iters)) for limit, iters in groups.items()]
-
-
-def matched_groups(budget):
-    """The shorter attacks again, on the subset a longer attack runs on: (limit, iterations)
-    per subset. A longer attack on the first 500 images is only comparable with a shorter
-    one on the same 500 (the first images are not a random draw of difficulty), so Fig. 6's
-    "accuracy falls as iterations grow" and the robustness curves use these pairs."""
-    groups = []
-    for limit, iters in white_box_groups(budget):
-        if limit is None:
-            continue
-        shorter = sorted({i for i, _ in budget.white_box if i < max(iters)} - set(iters))
-        if shorter:
-            groups.append((limit, shorter))
-    return groups
-
-
 def machine_label():
     """This machine in one line (core.provenance)."""
     from core.provenance import machine_label as label
@@ -209,7 +221,7 @@ def machine_label():
 
 def machines_summary(layout):
     """'<machine>' if one machine ran every recorded job, else '<machine> (N jobs, H h), ...'
-    by hours; None before any job recorded its machine (an older runner's directory)."""
+    by hours; None before any job recorded its machine."""
     machines, timings = load_json(layout.machines(), {}), load_json(layout.timings(), {})
     if not machines:
         return None
@@ -223,92 +235,168 @@ def machines_summary(layout):
                      for label in sorted(hours, key=hours.get, reverse=True))
 
 
+class Planner:
+    """Builds the jobs' command lines for one budget, data directory and interpreter."""
+
+    def __init__(self, budget, layout, data, python=sys.executable):
+        self.budget, self.layout, self.data, self.py = budget, layout, data, [python]
+        self.common = ["--data", data, "--dataset", "fashion-mnist"]
+
+    def train_argv(self, logdir, epochs, seed, clean, arch_flags):
+        b = self.budget
+        return self.py + [os.path.join(REPO, "train.py")] + self.common + [
+            "--preset", b.preset, "--validation", str(b.validation), "--epochs", str(epochs),
+            "--lr-decay-epochs", lr_decay_epochs(epochs, b), "--seed", str(seed), "--logdir", logdir] + \
+            (["--attack-iter", "0"] if clean else []) + list(arch_flags)
+
+    def eval_argv(self, model, out, extra, per_image=True, epsilon=None):
+        argv = self.py + [os.path.join(REPO, "eval.py"), "--load", model] + self.common + [
+            "--seed", "0", "--quiet", "--attack-epsilon", "%g" % (epsilon or self.budget.epsilon)] + list(extra)
+        argv += ["--json-out", out]
+        if per_image:
+            argv += ["--per-image", self.layout.per_image_file(out)]
+        return argv
+
+    def schedule_jobs(self):
+        jobs = []
+        for e in self.budget.candidates:
+            d = self.layout.schedule_dir(e)
+            train = Job("schedule/e%d" % e, self.train_argv(d, e, SCHEDULE_SEED, False, ()),
+                        os.path.join(d, "model-final.npz"), self.layout.log("schedule/e%d" % e), trains=True)
+            out = self.layout.schedule_eval_file(e)
+            # the criterion (untargeted PGD-10) and clean accuracy, on the held-out images
+            ev = Job("schedule/e%d/validation" % e,
+                     self.eval_argv(train.done_file, out, ["--validation", str(self.budget.validation),
+                                                           "--untargeted", "--attack-iter", "0,10"], per_image=False),
+                     out, self.layout.log("schedule/e%d/validation" % e), needs=(train.done_file,))
+            jobs += [train, ev]
+        return jobs
+
+    def transfer_jobs(self, epochs):
+        """Each source trained on the schedule, then every transfer attack crafted on it."""
+        jobs = []
+        for source in SOURCES:
+            model = self.layout.model_file(source.name, source.seed)
+            jobs.append(Job("source/%s" % source.name,
+                            self.train_argv(os.path.dirname(model), epochs, source.seed, source.clean_training,
+                                            source.arch_flags),
+                            model, self.layout.log("source/%s" % source.name), trains=True))
+            for attack in TRANSFER + (AUDIT_TRANSFER,):
+                target = self.layout.transfer_file(source, attack)
+                result = target[:-len(".npz")] + ".json"
+                argv = self.eval_argv(model, result, ["--limit", str(self.budget.bb_images), "--save-adversarial",
+                                                      target] + list(attack.flags), per_image=False,
+                                      epsilon=attack.epsilon_factor * self.budget.epsilon)
+                jobs.append(Job("craft/%s/%s" % (source.name, attack.name), argv, result,
+                                self.layout.log("craft/%s/%s" % (source.name, attack.name)), needs=(model,)))
+        return jobs
+
+    def row_jobs(self, variant, epochs):
+        b, lay = self.budget, self.layout
+        jobs = []
+        table2 = [lay.transfer_file(s, a) for s in SOURCES for a in TRANSFER]
+        audit_sets = [lay.transfer_file(s, AUDIT_TRANSFER) for s in SOURCES]
+        sources = tuple(lay.model_file(s.name, s.seed) for s in SOURCES)
+        limit = ["--limit", str(b.test_images)] if b.test_images else []
+        for seed in b.seeds:
+            model = lay.model_file(variant.name, seed)
+            what = "%s/seed%d" % (variant.name, seed)
+            jobs.append(Job("train/" + what, self.train_argv(os.path.dirname(model), epochs, seed,
+                                                             variant.clean_training, variant.arch_flags),
+                            model, lay.log("train/" + what), diverged_ok=True, row=variant.name, trains=True))
+            evals = [("targeted", ["--attack-iter", "0,10"] + limit),        # Sec. 6: the paper's protocol
+                     ("untargeted", ["--untargeted", "--attack-iter", "10"] + limit)]
+            if not variant.clean_training:          # Table 3 is about clean accuracy
+                evals += [("long", ["--untargeted", "--attack-iter", str(b.long_iter), "--limit",
+                                    str(b.long_images)])]
+            for kind, extra in evals:
+                out = lay.eval_file(variant.name, seed, kind)
+                jobs.append(Job("%s/%s" % (kind, what), self.eval_argv(model, out, extra), out,
+                                lay.log("%s/%s" % (kind, what)), needs=(model,), row=variant.name))
+            if not variant.clean_training:
+                out = lay.eval_file(variant.name, seed, "black-box")
+                jobs.append(Job("black-box/" + what, self.eval_argv(model, out, ["--all-or-nothing"] + table2),
+                                out, lay.log("black-box/" + what), needs=(model,) + tuple(table2),
+                                derived_from=sources, row=variant.name))
+        if variant.clean_training:
+            return jobs
+        # AutoAttack and the audit: the first seed's model (they cost what a seed's training does)
+        seed = b.seeds[0]
+        model, what = lay.model_file(variant.name, seed), "%s/seed%d" % (variant.name, seed)
+        out = lay.eval_file(variant.name, seed, "autoattack")
+        jobs.append(Job("autoattack/" + what, self.eval_argv(model, out, [
+            "--attack", "autoattack", "--untargeted", "--attack-iter", "0,%d" % b.aa_iter, "--square-queries",
+            str(b.aa_queries), "--limit", str(b.aa_images)]), out, lay.log("autoattack/" + what), needs=(model,),
+            row=variant.name))
+        out = lay.eval_file(variant.name, seed, "audit")
+        jobs.append(Job("audit/" + what, self.eval_argv(model, out, [
+            "--audit", "--limit", str(b.audit_images), "--audit-iter", str(b.audit_iter), "--audit-queries",
+            str(b.audit_queries), "--audit-transfer"] + audit_sets, per_image=False), out, lay.log("audit/" + what),
+            needs=(model,) + tuple(audit_sets), derived_from=sources, row=variant.name))
+        return jobs
+
+    def features_job(self, variants):
+        seed = self.budget.seeds[0]
+        cut = load_json(self.layout.rows_file(), {}).get("cut", {})
+        models = [self.layout.model_file(v.name, seed) for v in variants
+                  if {"fig7", "table3"} & set(v.groups) and v.name not in cut]
+        return Job("features", self.py + ["-m", "experiments.features", "--out", self.layout.out, "--data", self.data,
+                                          "--seed", str(seed), "--images", str(self.budget.feature_images),
+                                          "--epsilon", "%g" % self.budget.epsilon],
+                   self.layout.features_file(), self.layout.log("features"), needs=tuple(models), any_model=True)
+
+
 def plan_jobs(variants, budget, layout, data, python=sys.executable):
-    """Every job of the suite, in the order they run: the black-box source and its transfer
-    attacks first (cheap, and every model's black-box evaluation needs them), then per seed
-    and variant: training, white-box evaluations, black-box evaluation. The feature figures
-    use some of the first seed's models only, so they run right after the last of those: a
-    suite stopped before the end already has its figures."""
-    py = [python]
-    common = ["--data", data, "--dataset", "fashion-mnist"]
-
-    def train_job(variant, seed):
-        d = layout.model_dir(variant, seed)
-        # the budget's preset, its one pass cut into ``checkpoints`` epochs (the schedule is per step)
-        argv = py + [os.path.join(REPO, "train.py")] + common + [
-            "--preset", budget.preset,
-            "--epochs", str(budget.checkpoints), "--steps-per-epoch", str(budget.steps // budget.checkpoints),
-            "--lr-decay-epochs", "%g" % (budget.lr_decay_at * budget.checkpoints),
-            "--seed", str(seed), "--logdir", d] + (["--attack-iter", "0"] if variant.clean_training else []) + \
-            list(variant.arch_flags)
-        return Job("train/%s/seed%d" % (variant.name, seed), argv, layout.model_file(variant, seed),
-                   layout.log("train/%s/seed%d" % (variant.name, seed)), diverged_ok=True)
-
-    def eval_argv(model, extra):
-        return py + [os.path.join(REPO, "eval.py"), "--load", model] + common + [
-            "--seed", "0", "--quiet", "--attack-epsilon", "%g" % budget.epsilon] + list(extra)
-
-    jobs = []
-    source = train_job(SOURCE, SOURCE_SEED)
-    jobs.append(source)
-    attacks = budget.transfer_attacks()
-    for attack in attacks:
-        argv = eval_argv(source.done_file, ["--limit", str(budget.black_box_images),
-                                            "--save-adversarial", layout.crafted_dir(attack)]) + list(attack.flags)
-        argv += ["--json-out", layout.crafted_file(attack)]
-        jobs.append(Job("craft/%s" % attack.name, argv, layout.crafted_file(attack),
-                        layout.log("craft/%s" % attack.name), needs=(source.done_file,)))
-    # eval.py --save-adversarial writes <dir>/<attack><iterations>/*.png, one attacker per craft.
-    attack_dirs = [os.path.join(layout.crafted_dir(a), _flag(a.flags, "--attack") + _flag(a.flags, "--attack-iter"))
-                   for a in attacks]
-    labels = os.path.join(layout.crafted_dir(attacks[0]), "labels.txt")
-
-    feature_models = [v for v in variants if {"fig7", "table3"} & set(v.groups)]
-
-    def features_job(seed):
-        return Job("features", py + ["-m", "experiments.features", "--out", layout.out, "--data", data,
-                                     "--seed", str(seed), "--images", str(budget.feature_images),
-                                     "--epsilon", "%g" % budget.epsilon],
-                   layout.features_file(), layout.log("features"),
-                   needs=tuple(layout.model_file(v, seed) for v in feature_models), any_model=True)
-
-    for seed in budget.seeds:
-        for variant in variants:
-            train = train_job(variant, seed)
-            jobs.append(train)
-            model = train.done_file
-            evaluated = []
-            for limit, iters in white_box_groups(budget):
-                if variant.clean_training:
-                    iters = [i for i in iters if i <= 10]      # Table 3 is about clean accuracy
-                if iters:
-                    evaluated.append((limit, iters))
-            subsets = {limit for limit, _ in evaluated}
-            evaluated += [(limit, iters) for limit, iters in matched_groups(budget) if limit in subsets]
-            for limit, iters in evaluated:
-                out = layout.white_box_file(variant, seed, iters, limit)
-                extra = ["--attack-iter", ",".join(map(str, iters)), "--json-out", out,
-                         "--per-image", layout.per_image_file(out)]
-                if limit:
-                    extra += ["--limit", str(limit)]
-                # named like its file: the same attacks on another subset are another job
-                what = "%s/seed%d/%s-n%s" % (variant.name, seed, "-".join(map(str, iters)), limit or "all")
-                jobs.append(Job("white-box/" + what, eval_argv(model, extra), out, layout.log("wb/" + what),
-                                needs=(model,)))
-            out = layout.black_box_file(variant, seed)
-            jobs.append(Job("black-box/%s/seed%d" % (variant.name, seed),
-                            eval_argv(model, ["--all-or-nothing"] + attack_dirs + [
-                                "--labels", labels, "--json-out", out, "--per-image", layout.per_image_file(out)]),
-                            out, layout.log("bb/%s/seed%d" % (variant.name, seed)),
-                            needs=(model,) + tuple(layout.crafted_file(a) for a in attacks),
-                            derived_from=(source.done_file,)))
-            if seed == budget.seeds[0] and feature_models and variant == feature_models[-1]:
-                jobs.append(features_job(seed))
-    return jobs
+    """(jobs, schedule): every job of the suite in the order they run. Before the schedule is
+    chosen only the schedule's jobs can be planned; ``schedule`` (experiments/schedule.decide)
+    says which."""
+    planner = Planner(budget, layout, data, python)
+    jobs = planner.schedule_jobs()
+    schedule = decide(layout, budget)
+    if schedule["epochs"] is not None:
+        jobs += planner.transfer_jobs(schedule["epochs"])
+        for v in variants:
+            jobs += planner.row_jobs(v, schedule["epochs"])
+        jobs.append(planner.features_job(variants))
+    by_output = {j.done_file: j for j in jobs}
+    for j in jobs:
+        for p in j.needs:
+            if p in by_output:
+                by_output[p].readers.append(j)
+    return jobs, schedule
 
 
-def _flag(argv, name):
-    return argv[list(argv).index(name) + 1]
+def decide_row(row, jobs, layout, budget, variants):
+    """'kept' or 'cut' for ``row``, decided once (rows.json) when the row is about to start.
+    The first row is always kept; a later one is cut if the time spent so far plus its
+    projection would pass ``budget.hours``. The projection is the first row's measured time
+    (all its seeds and evaluations) scaled by the rows' relative cost (suite.Variant.cost)."""
+    record = load_json(layout.rows_file(), {"kept": [], "cut": {}})
+    if row in record["kept"]:
+        return "kept", None
+    if row in record["cut"]:
+        return "cut", record["cut"][row]
+    costs = {v.name: v.cost for v in variants}
+    first = variants[0].name
+    timings = load_json(layout.timings(), {})
+    spent = sum(timings.values())
+    if row == first:
+        decision, why = "kept", None
+    else:
+        measured = sum(timings.get(j.name, 0.0) for j in jobs if j.row == first)
+        projected = measured * costs[row] / costs[first]
+        if spent + projected > budget.hours * 3600:
+            decision = "cut"
+            why = ("projected %.1f h (%.1f x the %s row's %.1f h) after %.1f h spent: past the %g-hour budget" % (
+                projected / 3600, costs[row] / costs[first], first, measured / 3600, spent / 3600, budget.hours))
+        else:
+            decision, why = "kept", None
+    if decision == "kept":
+        record["kept"].append(row)
+    else:
+        record["cut"][row] = why
+    write_json(layout.rows_file(), record)
+    return decision, why
 
 
 def load_json(path, default=None):
@@ -323,6 +411,7 @@ def load_json(path, default=None):
 def write_json(path, obj):
     """Writes ``obj`` as JSON atomically (a crash leaves the old file or none, never half)."""
     from core.files import atomic_write
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1, sort_keys=True)), mode="w")
 
 
@@ -330,12 +419,6 @@ def run_job(job, layout, env=None):
     """-> 'done' | 'diverged' | 'failed'; the subprocess's output goes to ``job.log_file``."""
     os.makedirs(os.path.dirname(job.log_file), exist_ok=True)
     os.makedirs(os.path.dirname(job.done_file), exist_ok=True)
-    if "--save-adversarial" in job.argv:
-        # eval.py writes a set whole into a new directory: a rerun replaces the stale one
-        import shutil
-        stale = _flag(job.argv, "--save-adversarial")
-        if os.path.isdir(stale):
-            shutil.rmtree(stale)
     start = time.time()
     with open(job.log_file, "a") as log:
         log.write("\n$ %s\n" % " ".join(job.argv))
@@ -353,6 +436,9 @@ def run_job(job, layout, env=None):
     if code == 0 and os.path.exists(job.done_file) and os.path.getmtime(job.done_file) >= start - 1:
         if job.needs:
             job.record_inputs()
+        if job.trains:
+            write_json(trained_file(job.done_file), {"model_sha1": _fingerprint(job.done_file),
+                                                     "seconds": round(elapsed, 1)})
         return "done"
     if code == 3 and job.diverged_ok:
         tail = open(job.log_file).read().strip().splitlines()[-1:]
@@ -362,70 +448,60 @@ def run_job(job, layout, env=None):
     return "failed"
 
 
-def backfill_per_image(jobs, layout, progress=print, env=None):
-    """Per-image results for finished white-box evaluations that have none (run by an older
-    runner, before eval.py --per-image): each evaluation runs again, as planned, into a
-    temporary JSON beside a temporary per-image file; the per-image file is kept only if the
-    rerun's results equal the recorded ones (the evaluation is deterministic; anything else
-    would pair the images of another evaluation). The recorded result is never touched.
-    Time goes to timings.json as "backfill/<job>". -> {'kept': [...], 'differed': [...],
-    'failed': [...]}."""
-    todo = [j for j in jobs if j.name.startswith("white-box/") and "--per-image" in j.argv and j.done
-            and not os.path.exists(_flag(j.argv, "--per-image"))]
-    status = {"kept": [], "differed": [], "failed": []}
-    progress("[repro] backfill: %d finished white-box evaluation(s) without per-image results" % len(todo))
-    for k, job in enumerate(todo, 1):
-        target = _flag(job.argv, "--per-image")
-        argv = list(job.argv)
-        argv[argv.index("--json-out") + 1] = job.done_file + ".backfill.json"
-        argv[argv.index("--per-image") + 1] = target + ".backfill.npz"
-        rerun = Job("backfill/" + job.name, argv, job.done_file + ".backfill.json", job.log_file)
-        progress("[repro] backfill (%d/%d) %s" % (k, len(todo), job.name))
-        try:
-            if run_job(rerun, layout, env=env) != "done":
-                status["failed"].append(job.name)
-                continue
-            recorded, again = (load_json(job.done_file) or {}).get("white_box"), \
-                (load_json(rerun.done_file) or {}).get("white_box")
-            same = recorded and again and set(recorded) == set(again) and all(
-                recorded[n]["num_images"] == again[n]["num_images"] and
-                all(recorded[n][m] == again[n][m] for m in ("top1_error", "top5_error", "attack_success"))
-                for n in recorded)
-            if same:
-                os.replace(target + ".backfill.npz", target)
-                status["kept"].append(job.name)
-            else:
-                status["differed"].append(job.name)
-                progress("[repro] backfill: %s gave other results than recorded; per-image file not kept" % job.name)
-        finally:
-            for leftover in (rerun.done_file, target + ".backfill.npz"):
-                if os.path.exists(leftover):
-                    os.remove(leftover)
-    return status
-
-
-def run_all(jobs, layout, progress=print, env=None):
-    """Runs every unfinished job whose inputs exist. -> {'done': [...], 'failed': [...], ...}."""
-    status = {"done": [], "skipped": [], "diverged": [], "failed": [], "blocked": []}
-    todo = [j for j in jobs if not j.settled]
-    progress("[repro] %d of %d jobs already finished; %d to run" % (len(jobs) - len(todo), len(jobs), len(todo)))
+def run_all(plan, layout, budget, variants, progress=print, env=None, after_job=None):
+    """Runs every unfinished job whose inputs exist. ``plan``: a function returning
+    ``plan_jobs``' (jobs, schedule); it is called again after each pass, so that the jobs the
+    chosen schedule (or a row cut by ``decide_row``) makes possible run in the same invocation.
+    A job runs at most once per invocation (a failed one is retried by the next). Rows run as
+    ``decide_row`` says. ``after_job(job, result)`` is called after each job (the suite commits
+    its results there). -> {'done', 'diverged', 'failed', 'blocked': [job names], 'cut': [rows]}."""
+    status = {"done": [], "diverged": [], "failed": [], "blocked": [], "cut": []}
     start = time.time()
-    # Settled is decided again at each job, in the plan's order: a model trained (or diverged)
-    # earlier in this run makes the results computed from its old version stale (or moot).
-    k = 0
-    for job in jobs:
-        if job.settled:
-            continue
-        k += 1
-        missing = job.missing()
-        if missing:
-            status["blocked"].append(job.name)
-            progress("[repro] (%d/%d) %s: skipped, needs %s" % (k, len(todo), job.name, missing[0]))
-            continue
-        progress("[repro] (%d/%d) %s ... (%.0f min so far; log %s)" % (
-            k, len(todo), job.name, (time.time() - start) / 60, os.path.relpath(job.log_file, REPO)))
-        result = run_job(job, layout, env=env)
-        status[result].append(job.name)
-        if result != "done":
-            progress("[repro] %s: %s (see %s)" % (job.name, result, job.log_file))
-    return status
+    attempted = set()
+    first_pass = True
+    while True:
+        jobs, schedule = plan()
+        pending = [j for j in jobs if j.name not in attempted and not j.settled]
+        if first_pass:
+            progress("[repro] %d of %d planned jobs already finished; %d to run%s" % (
+                len(jobs) - len(pending), len(jobs), len(pending),
+                "" if schedule["epochs"] is not None else " (more once the schedule is chosen)"))
+            first_pass = False
+        ran_any = False
+        for k, job in enumerate(pending, 1):
+            if job.settled:
+                continue
+            if job.row is not None:
+                decision, why = decide_row(job.row, jobs, layout, budget, variants)
+                if decision == "cut":
+                    attempted.add(job.name)
+                    if job.row not in status["cut"]:
+                        status["cut"].append(job.row)
+                        progress("[repro] row %s cut: %s" % (job.row, why))
+                    continue
+            missing = job.missing()
+            if missing:
+                if job.name not in status["blocked"]:
+                    status["blocked"].append(job.name)
+                progress("[repro] %s: not yet, needs %s" % (job.name, os.path.relpath(missing[0], layout.out)))
+                continue
+            attempted.add(job.name)
+            if job.name in status["blocked"]:
+                status["blocked"].remove(job.name)
+            ran_any = True
+            progress("[repro] (%d/%d) %s ... (%.0f min so far; log %s)" % (
+                k, len(pending), job.name, (time.time() - start) / 60, os.path.relpath(job.log_file, layout.out)))
+            result = run_job(job, layout, env=env)
+            status[result].append(job.name)
+            if result != "done":
+                progress("[repro] %s: %s (see %s)" % (job.name, result, job.log_file))
+            if after_job:
+                after_job(job, result)
+        if not ran_any:
+            return status
+        previous = schedule["epochs"]
+        _, schedule = plan()
+        if previous is None and schedule["epochs"] is not None:
+            progress("[repro] schedule chosen: %d epoch(s) (validation accuracy under untargeted PGD-10: %s)" % (
+                schedule["epochs"], ", ".join("%d: %.1f%%" % (e, 100 * a)
+                                              for e, a in sorted(schedule["curve"].items()))))

@@ -99,6 +99,31 @@ def test_seeds_for_power_is_the_first_count_reaching_the_target():
     assert stats.power(0.0, 0.03, 0.005, 5) == pytest.approx(ALPHA)
 
 
+def test_noise_levels_recover_the_seed_and_image_levels():
+    """Differences built as seed effect + image effect + noise, with known sizes: the per-seed
+    spread and the image level's standard error come back (the image effect must not leak into
+    the seed level, nor the reverse)."""
+    rng = np.random.default_rng(11)
+    seeds, images = 6, 4000
+    seed_fx = np.array([0.02, -0.01, 0.015, -0.02, 0.0, 0.005])
+    image_fx = rng.normal(0, 0.3, images)
+    d = seed_fx[:, None] + image_fx[None, :] + rng.normal(0, 0.1, (seeds, images))
+    sd_seed, se_image = stats.noise_levels(d, np.zeros_like(d))
+    expected_sd = np.std(seed_fx + rng.normal(0, 0.1 / math.sqrt(images), seeds), ddof=1)
+    assert sd_seed == pytest.approx(np.std(d.mean(axis=1), ddof=1)) and sd_seed == pytest.approx(expected_sd, rel=0.2)
+    assert se_image == pytest.approx(0.3 / math.sqrt(images), rel=0.1)
+    with pytest.raises(ValueError, match="2 seeds"):
+        stats.noise_levels(d[:1], np.zeros_like(d[:1]))
+
+
+def test_detectable_effect_is_where_power_reaches_the_target():
+    effect = stats.detectable_effect(0.01, 0.003, 4)
+    assert stats.power(effect, 0.01, 0.003, 4) == pytest.approx(0.8, abs=1e-3)
+    assert stats.detectable_effect(0.01, 0.003, 8) < effect          # more seeds: smaller effects
+    assert stats.detectable_effect(0.0, 0.0, 4) == 0.0
+    assert stats.detectable_effect(2.0, 0.0, 2) == math.inf          # not even all of accuracy
+
+
 def nearly_identical_seeds():
     """3 seeds of two models on 2000 images, differing by 2.0, 2.05 and 1.95 points, built from
     about 600 images on which the models disagree, the same ones for every seed."""
