@@ -193,6 +193,46 @@ def equivalence(diff, margin, alpha=0.05):
     return bool(p_tost < alpha), p_tost
 
 
+def beyond_margin(diff, margin, direction=0):
+    """One-sided p-value of "the difference lies beyond ``margin``": of |d| > margin
+    (``direction`` 0), of d > margin (+1) or of d < -margin (-1), with the se and df of
+    ``diff``. What contradicts a claim of equivalence (or of "no better"): a point estimate
+    beyond the margin is not enough while its interval still reaches inside."""
+    if direction == 0:
+        return min(beyond_margin(diff, margin, +1), beyond_margin(diff, margin, -1))
+    shifted = direction * diff.estimate - margin
+    if diff.se > 0:
+        return float(stats.t.sf(shifted / diff.se, diff.df))
+    return 0.0 if shifted > 0 else 1.0
+
+
+def no_better(diff, margin):
+    """One-sided p-value of "a is not better than b by ``margin`` or more" (d < margin; the
+    upper half of TOST, a non-superiority test), with the se and df of ``diff``."""
+    if diff.se > 0:
+        return float(stats.t.cdf((diff.estimate - margin) / diff.se, diff.df))
+    return 0.0 if diff.estimate < margin else 1.0
+
+
+def equivalence_power(margin, sd_seed, se_image, seeds, alpha=0.05, sides=2):
+    """Chance that the equivalence test concludes "within ``margin``" when the true difference
+    is 0 (``sides`` 2: TOST; 1: the one-sided "no better than b by more than the margin"),
+    with these noise levels and seeds. The interval must fall inside the margin(s): with scale
+    s = sqrt(sd_seed^2 / seeds + se_image^2) and df = seeds - 1 (as in ``power``), TOST needs
+    |d| < margin - t(1 - alpha) s, so its power is 2 F_t(margin / s - t(1 - alpha)) - 1, and the
+    one-sided test F_t(margin / s - t(1 - alpha)). (It treats s as known: a slight
+    overstatement at few seeds.) Near 0 says the claim cannot hold at this scale whatever the
+    truth, which the page states beside a "not shown"."""
+    if seeds < 2:
+        raise ValueError("power needs at least 2 seeds (one seed cannot estimate the seed level)")
+    scale = math.sqrt(sd_seed ** 2 / seeds + se_image ** 2)
+    if scale == 0:
+        return 1.0
+    df = seeds - 1
+    one = float(stats.t.cdf(margin / scale - stats.t.ppf(1.0 - alpha, df), df))
+    return max(0.0, 2.0 * one - 1.0) if sides == 2 else one
+
+
 def power(effect, sd_seed, se_image, seeds, alpha=0.05):
     """Chance that the two-sided test of ``paired_difference`` rejects at ``alpha`` when the true
     difference is ``effect``, the per-seed differences have standard deviation ``sd_seed`` and
@@ -286,9 +326,10 @@ def verdict(diff, claim, alpha=0.05, margin=None, p=None, p_tost=None):
     """"holds", "contradicted" or "not shown" for ``claim`` about ``diff`` (a minus b):
     "greater" (a beats b) holds on a significant positive difference and is contradicted by a
     significant negative one; "less" mirrors it; "similar" holds only if the equivalence test
-    against ``margin`` succeeds, and is contradicted by a significant difference beyond the
-    margin. Anything else is "not shown": in particular a non-significant difference does not
-    make two models similar. ``p`` and ``p_tost`` replace ``diff.p`` and the equivalence test's
+    against ``margin`` succeeds, and is contradicted when the difference is significantly
+    beyond the margin (``beyond_margin``), not merely significant with an estimate beyond it.
+    Anything else is "not shown": in particular a non-significant difference does not make two
+    models similar. ``p`` and ``p_tost`` replace ``diff.p`` and the equivalence test's
     p-value with their Holm-adjusted values (``holm`` over ``claim_pvalue`` of every claim)."""
     _check_claim(claim, margin)
     p = diff.p if p is None else p
@@ -300,7 +341,7 @@ def verdict(diff, claim, alpha=0.05, margin=None, p=None, p_tost=None):
             equivalent = p_tost < alpha
         if equivalent:
             return "holds"
-        return "contradicted" if significant and abs(diff.estimate) > margin else "not shown"
+        return "contradicted" if beyond_margin(diff, margin) < alpha else "not shown"
     sign = 1.0 if claim == "greater" else -1.0
     if significant and sign * diff.estimate > 0:
         return "holds"

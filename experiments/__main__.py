@@ -50,8 +50,8 @@ def git_root(path):
 
 def commit_paths(paths, message):
     """git add + commit of ``paths`` only (other staged work is left alone); -> True if a commit
-    was made. A failure (another git process holding the index, nothing changed) is reported
-    and skipped: the next job's commit takes the files along."""
+    was made, False if nothing changed, None if git failed (another git process holding the
+    index): reported and skipped, the next job's commit takes the files along."""
     root = git_root(os.path.dirname(paths[0]))
     if root is None:
         return False
@@ -59,7 +59,7 @@ def commit_paths(paths, message):
     add = subprocess.run(["git", "-C", root, "add", "-A", "--"] + rel, capture_output=True, text=True)
     if add.returncode:
         print("[repro] commit skipped: %s" % add.stderr.strip().splitlines()[-1:], flush=True)
-        return False
+        return None
     staged = subprocess.run(["git", "-C", root, "diff", "--cached", "--quiet", "--"] + rel)
     if staged.returncode == 0:
         return False
@@ -67,7 +67,7 @@ def commit_paths(paths, message):
                           text=True)
     if done.returncode:
         print("[repro] commit skipped: %s" % (done.stderr.strip() or done.stdout.strip()), flush=True)
-        return False
+        return None
     return True
 
 
@@ -157,11 +157,18 @@ def main(argv=None):
     if not args.report_only:
         layout.write_gitignore()
 
+        failures = []
+
         def after_job(job, result):
             if args.commit:
                 page()
-                commit_paths([out, os.path.join(docs, "RESULTS.md"), os.path.join(docs, "figures")],
-                             "Reproduction suite: %s %s" % (job.name, result))
+                done = commit_paths([out, os.path.join(docs, "RESULTS.md"), os.path.join(docs, "figures")],
+                                    "Reproduction suite: %s %s" % (job.name, result))
+                failures[:] = failures + [job.name] if done is None else []
+                if len(failures) >= 3:
+                    print("[repro] WARNING: the last %d commits failed (%s): the results stay in %s but are not "
+                          "committed; fix the repository (a stale .git/index.lock?)" % (
+                              len(failures), ", ".join(failures), out), flush=True)
 
         status = run_all(plan, layout, budget, variants, progress=lambda m: print(m, flush=True),
                          after_job=after_job)

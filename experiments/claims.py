@@ -9,11 +9,12 @@ How a claim is judged:
   pair shows it: an intersection-union test, whose p-value is the largest of the pairs' (Berger
   1982, Technometrics 24:295-300), so no correction is needed inside the claim.
 - Claims of "similar" are equivalence tests (TOST) against ``MARGIN``, fixed before the run; a
-  difference that is not significant does not make two models similar.
+  difference that is not significant does not make two models similar. Claims of "no better"
+  (a is not better than b by more than the margin) are the one-sided half of it.
 - Holm's correction runs over every claim measured (the family), at ``ALPHA``.
-- A verdict is "holds", "contradicted" (some pair significantly the other way, or beyond the
-  margin for "similar", at ALPHA / family size) or "not shown" (neither: the data cannot tell
-  at this scale). Too few seeds: "not measured".
+- A verdict is "holds", "contradicted" (some pair significantly the other way, or, for
+  "similar" and "no better", significantly beyond the margin, at ALPHA / family size) or "not
+  shown" (neither: the data cannot tell at this scale). Too few seeds: "not measured".
 
 White-box claims are judged under untargeted PGD-10 at the training epsilon, not the paper's
 targeted PGD-10: on 10 classes a targeted attack reaches its target on few images, so accuracy
@@ -33,6 +34,7 @@ ALPHA = 0.05
 MARGIN = 0.01          # the equivalence margin: one point of accuracy
 MIN_SEEDS = 2
 POWER_TARGET = 0.8
+EQUIVALENCE = {"similar": 2, "no-better": 1}      # claims judged against MARGIN: their sides
 
 OPS = ("mean", "median", "bilateral", "nonlocal-dot", "nonlocal")
 
@@ -42,7 +44,7 @@ class Claim:
     key: str
     text: str
     where: str
-    kind: str                              # stats.CLAIMS: greater | less | similar
+    kind: str                              # greater | less | similar | no-better
     metric: str                            # results.Row metric of the first row of each pair
     pairs: Tuple[Tuple[str, str], ...]     # (a, b): the claim is about a - b
     metric_b: Optional[str] = None         # the second row's metric, when it differs (Fig. 6)
@@ -80,7 +82,7 @@ CLAIMS = (
     Claim("gaussian~dot-bb", "non-local Gaussian and dot product perform similarly (black-box)", "Table 2",
           "similar", ALL_OR_NOTHING, (("nonlocal", "nonlocal-dot"),), paper_effect=0.2, paper_note="46.4 vs 46.2"),
     Claim("local~null-bb", "local filters (mean, median, bilateral) are no better than null (black-box)", "Table 2",
-          "similar", ALL_OR_NOTHING, tuple((op, "null") for op in ("mean", "median", "bilateral")),
+          "no-better", ALL_OR_NOTHING, tuple((op, "null") for op in ("mean", "median", "bilateral")),
           paper_note="43.6 to 44.4 vs 44.1"),
     Claim("all-blocks-bb", "denoising after every residual block beats 4 blocks (black-box)", "Sec. 6.2", "greater",
           ALL_OR_NOTHING, (("deep-nonlocal-all", "deep-nonlocal"),), paper_effect=3.1, paper_note="49.5 vs 46.4"),
@@ -156,7 +158,10 @@ def judge(rows, claims=CLAIMS, cut=()):
         # the weakest pair decides an intersection-union claim: the largest noise
         sd, se = max(worst, key=lambda x: x[0] ** 2 / seeds + x[1] ** 2)
         j.detectable = stats.detectable_effect(sd, se, seeds, ALPHA, POWER_TARGET)
-        if j.claim.paper_effect is not None and j.claim.kind != "similar":
+        if j.claim.kind in EQUIVALENCE:
+            # the chance to conclude it if the two were equal
+            j.power = stats.equivalence_power(MARGIN, sd, se, seeds, ALPHA, sides=EQUIVALENCE[j.claim.kind])
+        elif j.claim.paper_effect is not None:
             j.power = stats.power(j.claim.paper_effect / 100.0, sd, se, seeds, ALPHA)
     return out
 
@@ -166,6 +171,8 @@ def _union_p(claim, diffs):
     largest of the pairs' (a pair in the wrong direction gives 1)."""
     if claim.kind == "similar":
         return max(stats.equivalence(d, MARGIN)[1] for d in diffs)
+    if claim.kind == "no-better":      # rejects "a beats b by the margin or more"
+        return max(stats.no_better(d, MARGIN) for d in diffs)
     sign = 1.0 if claim.kind == "greater" else -1.0
     return max(d.p if sign * d.estimate > 0 else 1.0 for d in diffs)
 
@@ -176,8 +183,8 @@ def _verdict(j, family):
     strict = ALPHA / family           # a contradiction is also one claim of the family
     sign = 1.0 if j.claim.kind == "greater" else -1.0
     for _, _, d in j.diffs:
-        if j.claim.kind == "similar":
-            if d.p < strict and abs(d.estimate) > MARGIN:
+        if j.claim.kind in EQUIVALENCE:
+            if stats.beyond_margin(d, MARGIN, 0 if j.claim.kind == "similar" else +1) < strict:
                 return "contradicted"
         elif d.p < strict and sign * d.estimate < 0:
             return "contradicted"

@@ -49,8 +49,9 @@ def verdict_summary(judged, residual):
     groups = {"holds": [], "contradicted": [], "not shown": [], "not measured": []}
     for j in judged:
         groups[j.verdict].append("%s (%s)" % (j.claim.text, j.claim.where))
-    key = residual[1].split(" ")[0]
-    groups[{"holds": "holds", "contradicted": "contradicted", "not": "not shown"}.get(key, "not measured")].append(
+    key = next((k for k in ("not measured", "not shown", "holds", "contradicted") if residual[1].startswith(k)),
+               "not measured")
+    groups[key].append(
         "removing the residual connection makes training fail (Table 1; a rule, not a test)")
     lines = []
     for title, key in (("Hold", "holds"), ("Contradicted (the data show the opposite)", "contradicted"),
@@ -72,7 +73,12 @@ def claims_table(judged, budget):
             continue
         evidence = "; ".join("%s%s: %s (%d seeds)" % (
             a, "" if a == b else " − " + b, points(d), d.seeds) for a, b, d in j.diffs)
-        power = "%.0f%% (%+.1f)" % (100 * j.power, c.paper_effect) if j.power is not None else "–"
+        if j.power is None:
+            power = "–"
+        elif c.kind in claims_mod.EQUIVALENCE:
+            power = "%.0f%% (if equal)" % (100 * j.power)
+        else:
+            power = "%.0f%% (%+.1f)" % (100 * j.power, c.paper_effect)
         out.append([c.text, c.where, metric, evidence, fmt_p(j.p), fmt_p(j.p_holm), "**%s**" % j.verdict,
                     power, "%.1f" % (100 * j.detectable) if j.detectable is not None else "–"])
     return md_table(["claim", "paper", "metric", "our difference, points [95% CI]", "p", "Holm p", "verdict",
@@ -435,13 +441,16 @@ How the verdicts are reached (experiments/claims.py, evaluation/stats.py):
   similarity.
 - Holm's correction runs over the {family} claims measured, at {alpha:g}. A claim is
   "contradicted" when a pair shows the opposite (or a difference beyond the margin, for
-  "similar") at {alpha:g} / {family}; otherwise, if it does not hold, it is "not shown".
+  "similar" and "no better", a difference significantly beyond the margin) at {alpha:g} /
+  {family}; otherwise, if it does not hold, it is "not shown". "No better" claims are the
+  one-sided half of the equivalence test.
 - White-box claims are judged under untargeted PGD-10, fixed before the run: on 10 classes the
   paper's targeted attack reaches its target on few images, and accuracy under it stays near
   clean accuracy (both are in the tables).
 - Power: the chance of a verdict at {alpha:g} (before Holm) if the true difference were the
-  paper's, and the smallest difference the test detects with 80% power, each from the pair's
-  measured noise (the weakest pair for a claim about several) and its seeds.
+  paper's (for "similar" and "no better": the chance to conclude it if the two were equal),
+  and the smallest difference the test detects with 80% power, each from the pair's measured
+  noise (the weakest pair for a claim about several) and its seeds.
 
 ## Set-up (the same for every row: no per-variant tuning)
 

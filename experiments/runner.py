@@ -338,8 +338,8 @@ class Planner:
     def features_job(self, variants):
         seed = self.budget.seeds[0]
         cut = load_json(self.layout.rows_file(), {}).get("cut", {})
-        models = [self.layout.model_file(v.name, seed) for v in variants
-                  if {"fig7", "table3"} & set(v.groups) and v.name not in cut]
+        # experiments.features measures every first-seed model there is: all are its inputs
+        models = [self.layout.model_file(v.name, seed) for v in variants if v.name not in cut]
         return Job("features", self.py + ["-m", "experiments.features", "--out", self.layout.out, "--data", self.data,
                                           "--seed", str(seed), "--images", str(self.budget.feature_images),
                                           "--epsilon", "%g" % self.budget.epsilon],
@@ -424,6 +424,14 @@ def run_job(job, layout, env=None):
         log.write("\n$ %s\n" % " ".join(job.argv))
         log.flush()
         code = subprocess.call(job.argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+    if job.trains and code == 2 and "pass --restart" in _tail(job.log_file):
+        # killed before its first checkpoint: train.py refuses the directory (it holds the
+        # run's first files); --restart moves them aside (nothing is deleted) and starts anew
+        with open(job.log_file, "a") as log:
+            log.write("\n$ %s --restart\n" % " ".join(job.argv))
+            log.flush()
+            code = subprocess.call(list(job.argv) + ["--restart"], stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                                   env=env)
     elapsed = time.time() - start
     timings = load_json(layout.timings(), {})
     timings[job.name] = timings.get(job.name, 0.0) + elapsed
@@ -441,27 +449,44 @@ def run_job(job, layout, env=None):
                                                      "seconds": round(elapsed, 1)})
         return "done"
     if code == 3 and job.diverged_ok:
-        tail = open(job.log_file).read().strip().splitlines()[-1:]
-        write_json(diverged_file(os.path.dirname(job.done_file)),
-                   {"diverged": True, "message": tail[0] if tail else ""})
+        write_json(diverged_file(os.path.dirname(job.done_file)), {"diverged": True, "message": _tail(job.log_file)})
         return "diverged"
     return "failed"
+
+
+def _tail(log_file):
+    """The last non-empty line of a job's log."""
+    with open(log_file) as f:
+        lines = f.read().strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def mark_trained(jobs):
+    """A training killed after its export but before the runner wrote ``trained.json`` has a
+    finished model and no marker: write it, so the model counts once its file is not kept."""
+    for job in jobs:
+        if job.trains and os.path.exists(job.done_file) and not os.path.exists(trained_file(job.done_file)):
+            write_json(trained_file(job.done_file), {"model_sha1": _fingerprint(job.done_file), "seconds": None})
+
+
+TRIES = 2   # a job that fails (a transient fault: memory, a killed process) is tried twice
 
 
 def run_all(plan, layout, budget, variants, progress=print, env=None, after_job=None):
     """Runs every unfinished job whose inputs exist. ``plan``: a function returning
     ``plan_jobs``' (jobs, schedule); it is called again after each pass, so that the jobs the
     chosen schedule (or a row cut by ``decide_row``) makes possible run in the same invocation.
-    A job runs at most once per invocation (a failed one is retried by the next). Rows run as
+    A failed job is tried again once in the same invocation (then by the next). Rows run as
     ``decide_row`` says. ``after_job(job, result)`` is called after each job (the suite commits
     its results there). -> {'done', 'diverged', 'failed', 'blocked': [job names], 'cut': [rows]}."""
     status = {"done": [], "diverged": [], "failed": [], "blocked": [], "cut": []}
     start = time.time()
-    attempted = set()
+    attempts = {}
     first_pass = True
     while True:
         jobs, schedule = plan()
-        pending = [j for j in jobs if j.name not in attempted and not j.settled]
+        mark_trained(jobs)
+        pending = [j for j in jobs if attempts.get(j.name, 0) < TRIES and not j.settled]
         if first_pass:
             progress("[repro] %d of %d planned jobs already finished; %d to run%s" % (
                 len(jobs) - len(pending), len(jobs), len(pending),
@@ -474,7 +499,7 @@ def run_all(plan, layout, budget, variants, progress=print, env=None, after_job=
             if job.row is not None:
                 decision, why = decide_row(job.row, jobs, layout, budget, variants)
                 if decision == "cut":
-                    attempted.add(job.name)
+                    attempts[job.name] = TRIES
                     if job.row not in status["cut"]:
                         status["cut"].append(job.row)
                         progress("[repro] row %s cut: %s" % (job.row, why))
@@ -485,13 +510,15 @@ def run_all(plan, layout, budget, variants, progress=print, env=None, after_job=
                     status["blocked"].append(job.name)
                 progress("[repro] %s: not yet, needs %s" % (job.name, os.path.relpath(missing[0], layout.out)))
                 continue
-            attempted.add(job.name)
+            attempts[job.name] = attempts.get(job.name, 0) + 1
             if job.name in status["blocked"]:
                 status["blocked"].remove(job.name)
             ran_any = True
             progress("[repro] (%d/%d) %s ... (%.0f min so far; log %s)" % (
                 k, len(pending), job.name, (time.time() - start) / 60, os.path.relpath(job.log_file, layout.out)))
             result = run_job(job, layout, env=env)
+            if job.name in status["failed"]:
+                status["failed"].remove(job.name)
             status[result].append(job.name)
             if result != "done":
                 progress("[repro] %s: %s (see %s)" % (job.name, result, job.log_file))

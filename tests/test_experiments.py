@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from experiments import claims, schedule
-from experiments.runner import Job, Layout, decide_row, plan_jobs, trained_file, write_json
+from experiments.runner import Job, Layout, decide_row, plan_jobs, run_all, trained_file, write_json
 from experiments.suite import AUDIT_TRANSFER, BUDGETS, SOURCES, TRANSFER, VARIANTS, select_variants
 from helpers import PYTHON, run
 
@@ -143,6 +143,42 @@ def test_a_training_whose_model_is_not_kept_stays_done_while_its_readers_are(tmp
     assert not reader.done                               # computed from the old model: stale
 
 
+def test_a_failed_job_is_tried_again_and_a_training_stopped_before_its_first_checkpoint_restarts(tmp_path):
+    """A transient failure is tried once more in the same invocation; train.py's refusal of
+    a directory holding a run with no checkpoint is answered with --restart; a finished
+    training without its marker (killed between the export and the marker) gets one."""
+    layout = Layout(str(tmp_path / "out"))
+    count = tmp_path / "count"
+    flaky_out, train_out = tmp_path / "flaky.json", tmp_path / "t" / "model-final.npz"
+    flaky = Job("flaky", [PYTHON, "-c", (
+        "import os, sys; n = int(open(%r).read()) if os.path.exists(%r) else 0; open(%r, 'w').write(str(n + 1)); "
+        "sys.exit(1) if n == 0 else open(%r, 'w').write('{}')") % (str(count), str(count), str(count),
+                                                                    str(flaky_out))],
+        str(flaky_out), str(tmp_path / "flaky.log"))
+    train = Job("train", [PYTHON, "-c", (
+        "import os, sys\nif '--restart' not in sys.argv:\n    print('train.py: error: ... pass --restart to train "
+        "again'); sys.exit(2)\nos.makedirs(%r, exist_ok=True); open(%r, 'w').write('w')") % (
+            str(train_out.parent), str(train_out))], str(train_out), str(tmp_path / "train.log"), trains=True)
+    kept = tmp_path / "k" / "model-final.npz"
+    kept.parent.mkdir()
+    kept.write_bytes(b"weights")
+    finished = Job("finished", [PYTHON, "-c", "import sys; sys.exit(1)"], str(kept), str(tmp_path / "k.log"),
+                   trains=True)
+    budget = types.SimpleNamespace(hours=1.0)
+    status = run_all(lambda: ([flaky, train, finished], {"epochs": 1, "curve": {}}), layout, budget, [],
+                     progress=lambda line: None)
+    assert sorted(status["done"]) == ["flaky", "train"] and status["failed"] == [], status
+    assert count.read_text() == "2"                               # failed once, then done
+    assert "--restart" in (tmp_path / "train.log").read_text()
+    assert json.load(open(trained_file(str(train_out))))["model_sha1"]
+    assert json.load(open(trained_file(str(kept))))["seconds"] is None      # marked, never run
+    always = Job("always", [PYTHON, "-c", "import sys; sys.exit(1)"], str(tmp_path / "never.json"),
+                 str(tmp_path / "always.log"))
+    status = run_all(lambda: ([always], {"epochs": 1, "curve": {}}), layout, budget, [], progress=lambda line: None)
+    assert status["failed"] == ["always"]
+    assert (tmp_path / "always.log").read_text().count("$ ") == 2         # twice, then left to the next run
+
+
 # ------------------------------------------------------------------------------- the verdicts
 def _rows(spec, n=2000, seeds=4, seed=0, metric="pgd10", seed_sd=0.02):
     """Synthetic rows: {name: accuracy} -> rows whose per-seed, per-image correctness has that
@@ -194,6 +230,23 @@ def test_no_difference_is_not_shown_and_similar_needs_the_equivalence_test():
     # 5 points apart: contradicted
     found = claims.judge(_rows({"nonlocal": 0.60, "nonlocal-dot": 0.55}, seed=4), claims=[similar])
     assert found[0].verdict == "contradicted"
+    # the page states the equivalence test's power: high on 20,000 images, none on 200
+    assert claims.judge(_rows({"nonlocal": 0.55, "nonlocal-dot": 0.55}, n=20000, seed=2, seed_sd=0.002),
+                        claims=[similar])[0].power > 0.8
+    assert claims.judge(_rows({"nonlocal": 0.55, "nonlocal-dot": 0.55}, n=200, seed=3),
+                        claims=[similar])[0].power < 0.05
+
+
+def test_no_better_is_one_sided():
+    """"Local filters are no better than null": a filter clearly worse than null does not
+    contradict it (it holds), a filter clearly better does."""
+    aon = "all-or-nothing"
+    worse = _judge(_rows({"mean": 0.50, "median": 0.51, "bilateral": 0.50, "null": 0.56}, seed=5, metric=aon),
+                   {"local~null-bb"})["local~null-bb"]
+    assert worse.claim.kind == "no-better" and worse.verdict == "holds", worse.diffs
+    better = _judge(_rows({"mean": 0.62, "median": 0.56, "bilateral": 0.56, "null": 0.56}, seed=6, metric=aon),
+                    {"local~null-bb"})["local~null-bb"]
+    assert better.verdict == "contradicted", better.diffs
 
 
 def test_a_claim_about_every_op_needs_every_op():

@@ -745,6 +745,17 @@ def test_a_log_directory_whose_checkpoints_are_gone_is_refused_unless_restart(ti
     again = run_split(FAKE_TRAIN + ["--epochs", "2", "--logdir", logdir])
     assert again.returncode == 0 and "finished its 2 epochs" in again.stderr, again.stderr[-2000:]
     assert (logdir / "model-final.npz").read_bytes() == final
+    # stopped after its last checkpoint but before the export: started again, it exports
+    # that checkpoint's weights (those of the final model) and trains nothing
+    os.rename(logdir / "model-final.npz", tmp_path / "kept.npz")
+    lines = len(metrics(logdir))
+    exported = run_split(FAKE_TRAIN + ["--epochs", "2", "--logdir", logdir])
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert len(metrics(logdir)) == lines
+    with np.load(tmp_path / "kept.npz") as a, np.load(logdir / "model-final.npz") as b:
+        assert sorted(a.files) == sorted(b.files)
+        for k in a.files:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     for name in os.listdir(logdir):
         if name.startswith("model-") and not name.startswith("model-final"):
             os.remove(logdir / name)

@@ -216,6 +216,35 @@ def test_equivalence_against_a_one_point_margin():
     assert not stats.equivalence(two_sided_diff(0.02, 0.002), 0.01)[0]
 
 
+def test_beyond_margin_and_no_better_are_the_one_sided_t_tests():
+    d = two_sided_diff(0.013, 0.003)
+    assert d.p < 0.01                                               # different from 0 ...
+    assert stats.beyond_margin(d, 0.01) == pytest.approx(sps.t.sf(1.0, d.df))   # ... not shown beyond 1 point
+    assert stats.beyond_margin(two_sided_diff(-0.03, 0.003), 0.01) == pytest.approx(sps.t.sf(20 / 3, 5))
+    assert stats.beyond_margin(two_sided_diff(-0.03, 0.003), 0.01, +1) > 0.99
+    assert stats.no_better(two_sided_diff(-0.02, 0.005), 0.01) == pytest.approx(sps.t.cdf(-6.0, 5))
+    assert stats.no_better(two_sided_diff(0.02, 0.005), 0.01) > 0.9
+
+
+@pytest.mark.parametrize("sides", [1, 2])
+def test_equivalence_power_matches_a_simulation_of_the_test(sides):
+    """Two equal models, many simulated runs of the seed-level t-test: the share that
+    concludes equivalence (TOST, or its upper half) is what equivalence_power predicts, up to
+    its known-scale approximation; and it is 0 when the noise dwarfs the margin."""
+    rng = np.random.default_rng(0)
+    seeds, sd, margin = 12, 0.01, 0.01
+    runs = rng.normal(0.0, sd, size=(20000, seeds))
+    est, se = runs.mean(1), runs.std(1, ddof=1) / math.sqrt(seeds)
+    crit = sps.t.ppf(1 - ALPHA, seeds - 1)
+    upper = est + crit * se < margin
+    concluded = upper & (est - crit * se > -margin) if sides == 2 else upper
+    predicted = stats.equivalence_power(margin, sd, 0.0, seeds, ALPHA, sides=sides)
+    assert 0.3 < predicted < 0.99
+    assert concluded.mean() == pytest.approx(predicted, abs=0.06)
+    # (one-sided, the test's own level near the margin bounds it from below)
+    assert stats.equivalence_power(margin, 0.05, 0.02, 4, ALPHA, sides=sides) < (0.01 if sides == 2 else 0.1)
+
+
 @pytest.mark.parametrize("claim,estimate,se,expected", [
     ("greater", 0.03, 0.005, "holds"),
     ("greater", -0.03, 0.005, "contradicted"),
@@ -228,6 +257,8 @@ def test_equivalence_against_a_one_point_margin():
     # p = 1: nothing distinguishes the models, but with an se of 1 point nothing could
     ("similar", 0.0, 0.01, "not shown"),
     ("similar", 0.015, 0.01, "not shown"),
+    # significantly non-zero and an estimate beyond the margin, but its interval reaches inside
+    ("similar", 0.013, 0.003, "not shown"),
 ])
 def test_verdict(claim, estimate, se, expected):
     assert stats.verdict(two_sided_diff(estimate, se), claim, alpha=ALPHA, margin=0.01) == expected
