@@ -110,7 +110,8 @@ class AutoAttackEvaluator:
     def run(self, flow, total_batches=None, progress=True, writer=None, per_image=None):
         """-> results as WhiteBoxEvaluator's (name -> metrics), with the ensemble's row holding
         ``members`` (per member: images removed and attacked, network evaluations per
-        attacked image, seconds) and ``queries_per_image``."""
+        attacked image, seconds: process-seconds, summed over the ranks under horovodrun) and
+        ``queries_per_image``."""
         sums = np.zeros(self._length)
         name = self.ensemble.name
         flow.reset_state()
