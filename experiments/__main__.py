@@ -77,7 +77,9 @@ def job_commits(out):
     import json
     found = set()
     for path in glob.glob(os.path.join(out, "eval", "*", "*", "*.json")) + \
-            glob.glob(os.path.join(out, "models", "*", "*", "run.json")):
+            glob.glob(os.path.join(out, "models", "*", "*", "run.json")) + \
+            glob.glob(os.path.join(out, "schedule", "*.json")) + glob.glob(os.path.join(out, "schedule", "*",
+                                                                                          "run.json")):
         if path.endswith(".inputs.json"):
             continue
         try:
@@ -129,7 +131,12 @@ def main(argv=None):
             print("(the rest is planned once the schedule runs have finished)")
         return 0
 
-    argv_shown = " ".join(["python -m experiments"] + (argv if argv is not None else sys.argv[1:]))
+    from experiments.page import repo_relative
+    given = list(argv if argv is not None else sys.argv[1:])
+    for k, a in enumerate(given[:-1]):          # repository-relative: the page is committed
+        if a in ("--out", "--docs"):
+            given[k + 1] = repo_relative(given[k + 1])
+    argv_shown = " ".join(["python -m experiments"] + given)
 
     def page():
         jobs, schedule = plan()
@@ -188,10 +195,10 @@ def main(argv=None):
 
 
 # Why the first run's verdicts do not carry over (docs/archive): said once, on the page.
-WHY_CHANGED = ("its verdicts do not carry over: its models were far from converged (0.85 of an epoch), its "
-               "non-local embeddings started from another initialisation than the original's, its black-box source "
-               "shared the baseline's recipe, and its significance borrowed a pooled variance without a correction "
-               "for multiplicity.")
+WHY_CHANGED = ("their verdicts do not carry over: their models were far from converged (0.85 of an epoch), "
+               "their non-local embeddings started from another initialisation than the original's, their black-box "
+               "source shared the baseline's recipe, and their significance borrowed a pooled variance without a "
+               "correction for multiplicity.")
 
 
 if __name__ == "__main__":

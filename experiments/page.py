@@ -10,7 +10,7 @@ from evaluation.blackbox import ALL_OR_NOTHING
 
 from . import claims as claims_mod
 from .results import attacker_sets, collect, metric_label
-from .runner import REPO, Layout, load_json
+from .runner import Layout, load_json
 from .schedule import MARGIN as SCHEDULE_MARGIN
 from .schedule import decide
 from .suite import AUDIT_TRANSFER, SCHEDULE_SEED, SOURCES, TRANSFER
@@ -317,6 +317,19 @@ def cost_table(layout, budget, variants):
 
 
 # ------------------------------------------------------------------------------------ the page
+def repo_relative(path):
+    """``path`` relative to the git repository holding it (the page is committed: no machine's
+    absolute paths on it), or as given outside any repository."""
+    path = os.path.abspath(path)
+    root = path
+    while not os.path.exists(os.path.join(root, ".git")):
+        parent = os.path.dirname(root)
+        if parent == root:
+            return path
+        root = parent
+    return os.path.relpath(path, root)
+
+
 def write_page(out, budget, variants, docs, meta):
     """Writes ``docs/RESULTS.md`` and ``docs/figures/``; -> (judged claims, residual verdict)."""
     from core.files import atomic_write
@@ -344,12 +357,12 @@ def write_page(out, budget, variants, docs, meta):
     plot_white_box(rows, budget, variants, os.path.join(figures, "white_box.png"))
     archive = os.path.join(docs, "archive")
     earlier = sorted(n for n in (os.listdir(archive) if os.path.isdir(archive) else ()) if n.startswith("RESULTS-"))
-    inside = os.path.relpath(os.path.abspath(out), REPO)
+    shown = repo_relative(out)
     text = TEMPLATE.format(
         progress=meta["progress"], command=meta["command"], commit=meta["commit"], date=meta["date"],
-        machine=meta["machine"], wall=meta["wall"], out=inside if not inside.startswith("..") else out,
-        earlier=("\n\nThe first run of the suite (400-step models, one black-box source of the baseline's own recipe, "
-                 "a pooled variance and no correction for multiplicity) is kept in %s; %s" % (
+        machine=meta["machine"], wall=meta["wall"], out=shown,
+        earlier=("\n\nThe suite's earlier runs (400-step models, one black-box source of the baseline's own recipe, "
+                 "a pooled variance and no correction for multiplicity) are kept in %s; %s" % (
                      ", ".join("[%s](archive/%s)" % (n[:-3], n) for n in earlier), meta.get("why_changed", "")))
         if earlier else "",
         summary=verdict_summary(judged, residual), claims=claims_table(judged, budget),

@@ -332,3 +332,13 @@ def test_tiny_suite_runs_resumes_and_writes_the_page(tmp_path):
     other = run([PYTHON, "-m", "experiments", "--budget", "full", "--out", str(out), "--docs", str(docs),
                  "--report-only"], timeout=300, check=False)
     assert other.returncode == 2 and "holds results of another budget" in other.stdout, other.stdout
+
+
+def test_the_page_shows_paths_relative_to_the_repository_holding_them(tmp_path):
+    """The page is committed: no machine's absolute paths on it."""
+    from experiments.page import repo_relative
+    (tmp_path / "repo" / ".git").mkdir(parents=True)
+    (tmp_path / "repo" / "results" / "repro").mkdir(parents=True)
+    assert repo_relative(str(tmp_path / "repo" / "results" / "repro")) == "results/repro"
+    (tmp_path / "elsewhere").mkdir()
+    assert repo_relative(str(tmp_path / "elsewhere")) == str(tmp_path / "elsewhere")
