@@ -433,6 +433,7 @@ def run_job(job, layout, env=None):
             code = subprocess.call(list(job.argv) + ["--restart"], stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
                                    env=env)
     elapsed = time.time() - start
+    compact_log(job.log_file)
     timings = load_json(layout.timings(), {})
     timings[job.name] = timings.get(job.name, 0.0) + elapsed
     write_json(layout.timings(), timings)
@@ -452,6 +453,19 @@ def run_job(job, layout, env=None):
         write_json(diverged_file(os.path.dirname(job.done_file)), {"diverged": True, "message": _tail(job.log_file)})
         return "diverged"
     return "failed"
+
+
+def compact_log(log_file):
+    """Keeps of each line what a terminal shows: the text after its last carriage return. A
+    training's progress bar redraws itself hundreds of times per epoch; the logs are committed
+    with the results, and the redraws would dominate the repository's size."""
+    with open(log_file, "rb") as f:
+        data = f.read()
+    if b"\r" not in data:
+        return
+    lines = [line.rstrip(b"\r").rsplit(b"\r", 1)[-1] for line in data.split(b"\n")]
+    with open(log_file, "wb") as f:
+        f.write(b"\n".join(lines))
 
 
 def _tail(log_file):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from experiments import claims, schedule
-from experiments.runner import Job, Layout, decide_row, plan_jobs, run_all, trained_file, write_json
+from experiments.runner import Job, Layout, compact_log, decide_row, plan_jobs, run_all, trained_file, write_json
 from experiments.suite import AUDIT_TRANSFER, BUDGETS, SOURCES, TRANSFER, VARIANTS, select_variants
 from helpers import PYTHON, run
 
@@ -342,3 +342,10 @@ def test_the_page_shows_paths_relative_to_the_repository_holding_them(tmp_path):
     assert repo_relative(str(tmp_path / "repo" / "results" / "repro")) == "results/repro"
     (tmp_path / "elsewhere").mkdir()
     assert repo_relative(str(tmp_path / "elsewhere")) == str(tmp_path / "elsewhere")
+
+
+def test_logs_keep_what_a_terminal_shows_of_a_progress_bar(tmp_path):
+    log = tmp_path / "job.log"
+    log.write_bytes(b"$ train.py\n 0%|  |0/400\r 50%|# |200/400\r100%|##|400/400\nEpoch 1 done\r\nend")
+    compact_log(str(log))
+    assert log.read_bytes() == b"$ train.py\n100%|##|400/400\nEpoch 1 done\nend"
