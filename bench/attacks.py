@@ -104,10 +104,9 @@ def art_classifier(predictor):
             return sess.run(gradient, {image: x, onehot: as_onehot(y)}).astype(x.dtype)
 
         def class_gradient(self, x, label=None, **kwargs):
-            classes = range(num_classes) if label is None else (
-                [label] if np.isscalar(label) else None)
-            if classes is None:            # one class per image
+            if label is not None and not np.isscalar(label):        # one class per image
                 return sess.run(class_gradient, {image: x, pick: as_onehot(label)})[:, None].astype(x.dtype)
+            classes = range(num_classes) if label is None else [label]
             return np.stack([sess.run(class_gradient, {image: x, pick: as_onehot(np.full(len(x), c))})
                              for c in classes], axis=1).astype(x.dtype)
 

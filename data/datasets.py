@@ -23,14 +23,18 @@ class FashionMNIST:
         self.validation = validation
         self._train = None
         self._test = None
+        self._full_train = None
         self.skipped = SkippedFiles()       # IDX arrays: never any, but the interface has it
 
     def _all_train(self):
-        images, labels = load_fashion_mnist(self.directory, "train")
-        if self.validation >= len(labels):
-            raise DataError("--validation %d holds out every one of the %d training images: pass a smaller N "
-                             "(e.g. 5000)" % (self.validation, len(labels)))
-        return images, labels
+        """The whole training file, read once (the training and held-out arrays are its views)."""
+        if self._full_train is None:
+            images, labels = load_fashion_mnist(self.directory, "train")
+            if self.validation >= len(labels):
+                raise DataError("--validation %d holds out every one of the %d training images: pass a smaller N "
+                                 "(e.g. 5000)" % (self.validation, len(labels)))
+            self._full_train = images, labels
+        return self._full_train
 
     @property
     def train_arrays(self):

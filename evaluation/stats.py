@@ -185,11 +185,9 @@ def equivalence(diff, margin, alpha=0.05):
         raise ValueError("the equivalence margin must be positive, got %r" % (margin,))
     if diff.se > 0:
         p_above_lower = float(stats.t.sf((diff.estimate + margin) / diff.se, diff.df))
-        p_below_upper = float(stats.t.cdf((diff.estimate - margin) / diff.se, diff.df))
     else:
         p_above_lower = 0.0 if diff.estimate > -margin else 1.0
-        p_below_upper = 0.0 if diff.estimate < margin else 1.0
-    p_tost = max(p_above_lower, p_below_upper)
+    p_tost = max(p_above_lower, no_better(diff, margin))
     return bool(p_tost < alpha), p_tost
 
 

@@ -122,10 +122,9 @@ def _pair(rows, claim, a, b, cut):
     if len(seeds) < MIN_SEEDS:
         return "%d seed(s) of %s vs %s so far (a verdict needs %d)" % (len(seeds), a, b, MIN_SEEDS)
     xa, xb = ra.matrix(claim.metric, seeds), rb.matrix(metric_b, seeds)
-    n = min(xa.shape[1], xb.shape[1])
     if xa.shape[1] != xb.shape[1]:
         return "%s and %s were evaluated on different images" % (a, b)
-    return stats.paired_difference(xa[:, :n], xb[:, :n]), stats.noise_levels(xa[:, :n], xb[:, :n])
+    return stats.paired_difference(xa, xb), stats.noise_levels(xa, xb)
 
 
 def judge(rows, claims=CLAIMS, cut=()):
@@ -154,9 +153,8 @@ def judge(rows, claims=CLAIMS, cut=()):
         j.p_holm = p_holm
         j.verdict = _verdict(j, family)
         seeds = j.diffs[0][2].seeds
-        worst = [(sd, se) for sd, se in j.noise]
         # the weakest pair decides an intersection-union claim: the largest noise
-        sd, se = max(worst, key=lambda x: x[0] ** 2 / seeds + x[1] ** 2)
+        sd, se = max(j.noise, key=lambda x: x[0] ** 2 / seeds + x[1] ** 2)
         j.detectable = stats.detectable_effect(sd, se, seeds, ALPHA, POWER_TARGET)
         if j.claim.kind in EQUIVALENCE:
             # the chance to conclude it if the two were equal

@@ -114,11 +114,10 @@ def build_config(plan, arch, train_attacker, source, rank, size):
     check_ranks_agree_on_resume(starting_epoch, plan.logdir)
     if resume_prefix is not None:
         check_same_batch_on_resume(plan, rank_and_size()[1])
-        final = os.path.join(plan.logdir, "model-final.npz")
         # a run stopped between its last checkpoint and the export trains nothing and exports
         # that checkpoint's weights (ExportNpz); the chief's view decides for every rank
-        unexported = sum_now([float(is_chief and not os.path.exists(final))])[0] > 0
-        if starting_epoch > plan.epochs and not unexported:
+        if starting_epoch > plan.epochs and not sum_now(
+                [float(is_chief and not os.path.exists(os.path.join(plan.logdir, "model-final.npz")))])[0]:
             raise RunFinished("the run in %s finished its %d epochs (%s): nothing to train; pass more --epochs to "
                               "go on from its last checkpoint, or --restart to train it again" % (
                                   plan.logdir, plan.epochs, resume_prefix))
