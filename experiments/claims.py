@@ -15,6 +15,10 @@ How a claim is judged:
 - A verdict is "holds", "contradicted" (some pair significantly the other way, or, for
   "similar" and "no better", significantly beyond the margin, at ALPHA / family size) or "not
   shown" (neither: the data cannot tell at this scale). Too few seeds: "not measured".
+- A row the budget cut leaves its pairs out of a claim about several pairs: the claim is judged
+  on the pairs that remain, and the page names the ops it no longer covers (so Fig. 7's claims
+  are judged on the ops the budget kept rather than not at all). A claim all of whose pairs were
+  cut is "not measured".
 
 White-box claims are judged under untargeted PGD-10 at the training epsilon, not the paper's
 targeted PGD-10: on 10 classes a targeted attack reaches its target on few images, so accuracy
@@ -107,15 +111,13 @@ class Judged:
     noise: list = dataclasses.field(default_factory=list)    # [(sd_seed, se_image)] per pair
     power: Optional[float] = None       # at the paper's effect, the weakest pair, at ALPHA
     detectable: Optional[float] = None  # smallest effect detected with POWER_TARGET, weakest pair
+    cut_rows: list = dataclasses.field(default_factory=list)    # rows cut by the budget: pairs left out
 
 
-def _pair(rows, claim, a, b, cut):
+def _pair(rows, claim, a, b):
     """(stats.Difference, (sd_seed, se_image)) or a string saying what is missing."""
     ra, rb = rows.get(a), rows.get(b)
     metric_b = claim.metric_b or claim.metric
-    for name in (a, b):
-        if name in cut:
-            return "row %s cut by the budget" % name
     if ra is None or rb is None:
         return "row %s not in this run (--variants)" % (a if ra is None else b)
     seeds = sorted(set(ra.seeds(claim.metric)) & set(rb.seeds(metric_b)))
@@ -129,21 +131,27 @@ def _pair(rows, claim, a, b, cut):
 
 def judge(rows, claims=CLAIMS, cut=()):
     """[Judged] for every claim, with Holm's correction over those measured; ``cut``: rows the
-    budget cut (their claims are not measured)."""
+    budget cut (their pairs are left out of a claim; a claim with no pair left is not measured)."""
     out = []
     for claim in claims:
         diffs, noise, why = [], [], ""
-        for a, b in claim.pairs:
-            got = _pair(rows, claim, a, b, cut)
+        cut_rows = list(dict.fromkeys(n for pair in claim.pairs for n in pair if n in cut))
+        kept = [(a, b) for a, b in claim.pairs if a not in cut and b not in cut]
+        if not kept:
+            out.append(Judged(claim, [], "not measured", "row %s cut by the budget" % cut_rows[0],
+                              cut_rows=cut_rows))
+            continue
+        for a, b in kept:
+            got = _pair(rows, claim, a, b)
             if isinstance(got, str):
                 why = got
                 break
             diffs.append((a, b, got[0]))
             noise.append(got[1])
         if why:
-            out.append(Judged(claim, diffs, "not measured", why))
+            out.append(Judged(claim, diffs, "not measured", why, cut_rows=cut_rows))
             continue
-        j = Judged(claim, diffs, "measured", noise=noise)
+        j = Judged(claim, diffs, "measured", noise=noise, cut_rows=cut_rows)
         j.p = _union_p(claim, [d for _, _, d in diffs])
         out.append(j)
     measured = [j for j in out if j.status == "measured"]

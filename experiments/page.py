@@ -48,7 +48,7 @@ def fmt_p(p):
 def verdict_summary(judged, residual):
     groups = {"holds": [], "contradicted": [], "not shown": [], "not measured": []}
     for j in judged:
-        groups[j.verdict].append("%s (%s)" % (j.claim.text, j.claim.where))
+        groups[j.verdict].append("%s (%s)%s" % (j.claim.text, j.claim.where, without(j)))
     key = next((k for k in ("not measured", "not shown", "holds", "contradicted") if residual[1].startswith(k)),
                "not measured")
     groups[key].append(
@@ -63,6 +63,13 @@ def verdict_summary(judged, residual):
     return "\n".join(lines).rstrip()
 
 
+def without(j):
+    """What a claim judged on fewer pairs leaves out ("" when it covers all of them)."""
+    if j.status != "measured" or not j.cut_rows:
+        return ""
+    return "; without %s (cut by the budget)" % ", ".join(j.cut_rows)
+
+
 def claims_table(judged, budget):
     out = []
     for j in judged:
@@ -72,7 +79,7 @@ def claims_table(judged, budget):
             out.append([c.text, c.where, metric, j.why, "–", "–", j.verdict, "–", "–"])
             continue
         evidence = "; ".join("%s%s: %s (%d seeds)" % (
-            a, "" if a == b else " − " + b, points(d), d.seeds) for a, b, d in j.diffs)
+            a, "" if a == b else " − " + b, points(d), d.seeds) for a, b, d in j.diffs) + without(j)
         if j.power is None:
             power = "–"
         elif c.kind in claims_mod.EQUIVALENCE:
@@ -448,7 +455,8 @@ How the verdicts are reached (experiments/claims.py, evaluation/stats.py):
   factors, with Satterthwaite's degrees of freedom; no variance is borrowed from other rows.
   No verdict rests on fewer than {min_seeds} seeds.
 - A claim about several pairs holds only if every pair shows it (an intersection-union test:
-  its p is the largest of the pairs').
+  its p is the largest of the pairs'). Pairs whose row the budget cut are left out and named
+  ("without ..."): such a claim covers only the rows that ran.
 - "Similar" claims are equivalence tests (two one-sided tests) against a margin of
   {margin:g} point fixed before the run; a non-significant difference is never read as
   similarity.

@@ -258,6 +258,25 @@ def test_a_claim_about_every_op_needs_every_op():
     assert j.verdict == "not shown" and j.p == pytest.approx(max(d.p if d.estimate > 0 else 1 for _, _, d in j.diffs))
 
 
+def test_rows_cut_by_the_budget_leave_their_pairs_out_and_are_named():
+    from experiments.page import claims_table, verdict_summary
+    one_short = {"baseline": 0.50, "mean": 0.60, "median": 0.50, "bilateral": 0.60, "nonlocal-dot": 0.60,
+                 "nonlocal": 0.60}
+    rows = _rows(one_short)
+    which = [c for c in claims.CLAIMS if c.key in ("ops>baseline", "gaussian>dot")]
+    full = {j.claim.key: j for j in claims.judge(rows, claims=which)}
+    assert full["ops>baseline"].verdict == "not shown"          # median fails the claim
+    cut = {j.claim.key: j for j in claims.judge(rows, claims=which, cut={"median": "x", "bilateral": "y"})}
+    j = cut["ops>baseline"]
+    assert j.verdict == "holds" and j.cut_rows == ["median", "bilateral"]
+    assert [a for a, _, _ in j.diffs] == ["mean", "nonlocal-dot", "nonlocal"]
+    assert "without median, bilateral (cut by the budget)" in verdict_summary(list(cut.values()), ("–", "not measured"))
+    assert "without median, bilateral" in claims_table(list(cut.values()), BUDGETS["full"])
+    # a claim with every pair cut is not measured, and says which row
+    gone = claims.judge(rows, claims=which, cut={"nonlocal-dot": "x"})
+    assert gone[1].verdict == "not measured" and gone[1].why == "row nonlocal-dot cut by the budget"
+
+
 def test_holm_runs_over_the_claims_measured_and_one_seed_gives_no_verdict():
     rows = _rows({"nonlocal": 0.56, "nonlocal-dot": 0.55, "baseline": 0.50, "bottleneck": 0.505}, seed=5)
     found = _judge(rows, {"gaussian>dot", "bottleneck>baseline"})
