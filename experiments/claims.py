@@ -16,7 +16,7 @@ How a claim is judged:
   "similar" and "no better", significantly beyond the margin, at ALPHA / family size) or "not
   shown" (neither: the data cannot tell at this scale). Too few seeds: "not measured".
 - A row the budget cut leaves its pairs out of a claim about several pairs: the claim is judged
-  on the pairs that remain, and the page names the ops it no longer covers (so Fig. 7's claims
+  on the pairs that remain, and the page names the rows it no longer covers (so Fig. 7's claims
   are judged on the ops the budget kept rather than not at all). A claim all of whose pairs were
   cut is "not measured".
 
