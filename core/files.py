@@ -109,3 +109,16 @@ def check_outputs(outputs, inputs=(), directories=()):
                 flag, path, parent))
         if os.path.exists(path) and not os.access(path, os.W_OK):
             raise PathError("%s %s is not writable: pass a path you can write" % (flag, path))
+
+
+def repo_relative(path):
+    """``path`` relative to the git repository holding it (the page is committed: no machine's
+    absolute paths on it), or as given outside any repository."""
+    path = os.path.abspath(path)
+    root = path
+    while not os.path.exists(os.path.join(root, ".git")):
+        parent = os.path.dirname(root)
+        if parent == root:
+            return path
+        root = parent
+    return os.path.relpath(path, root)

@@ -131,7 +131,7 @@ def main(argv=None):
             print("(the rest is planned once the schedule runs have finished)")
         return 0
 
-    from experiments.page import repo_relative
+    from core.files import repo_relative
     given = list(argv if argv is not None else sys.argv[1:])
     for k, a in enumerate(given[:-1]):          # repository-relative: the page is committed
         if a in ("--out", "--docs"):

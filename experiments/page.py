@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 
+from core.files import repo_relative
 from evaluation.blackbox import ALL_OR_NOTHING
 
 from . import claims as claims_mod
@@ -324,19 +325,6 @@ def cost_table(layout, budget, variants):
 
 
 # ------------------------------------------------------------------------------------ the page
-def repo_relative(path):
-    """``path`` relative to the git repository holding it (the page is committed: no machine's
-    absolute paths on it), or as given outside any repository."""
-    path = os.path.abspath(path)
-    root = path
-    while not os.path.exists(os.path.join(root, ".git")):
-        parent = os.path.dirname(root)
-        if parent == root:
-            return path
-        root = parent
-    return os.path.relpath(path, root)
-
-
 def write_page(out, budget, variants, docs, meta):
     """Writes ``docs/RESULTS.md`` and ``docs/figures/``; -> (judged claims, residual verdict)."""
     from core.files import atomic_write

@@ -10,9 +10,12 @@ seeds; before a row starts, the budget rule keeps or cuts it (``decide_row``), o
 rows.json records the decision."""
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
+
+from core.files import repo_relative
 
 from .schedule import decide, lr_decay_epochs
 from .suite import AUDIT_TRANSFER, SCHEDULE_SEED, SOURCES, TRANSFER
@@ -421,14 +424,14 @@ def run_job(job, layout, env=None):
     os.makedirs(os.path.dirname(job.done_file), exist_ok=True)
     start = time.time()
     with open(job.log_file, "a") as log:
-        log.write("\n$ %s\n" % " ".join(job.argv))
+        log.write("\n$ %s\n" % shown_command(job.argv))
         log.flush()
         code = subprocess.call(job.argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
     if job.trains and code == 2 and "pass --restart" in _tail(job.log_file):
         # killed before its first checkpoint: train.py refuses the directory (it holds the
         # run's first files); --restart moves them aside (nothing is deleted) and starts anew
         with open(job.log_file, "a") as log:
-            log.write("\n$ %s --restart\n" % " ".join(job.argv))
+            log.write("\n$ %s --restart\n" % shown_command(job.argv))
             log.flush()
             code = subprocess.call(list(job.argv) + ["--restart"], stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
                                    env=env)
@@ -453,6 +456,22 @@ def run_job(job, layout, env=None):
         write_json(diverged_file(os.path.dirname(job.done_file)), {"diverged": True, "message": _tail(job.log_file)})
         return "diverged"
     return "failed"
+
+
+def shown_command(argv):
+    """A job's command as the first line of its log shows it: ``python`` for the interpreter,
+    each absolute path relative to the repository holding it (the logs are committed with the
+    results; a reader reruns the line from the root of their own clone). Paths outside any
+    repository (the dataset's) stay as they are."""
+    shown = []
+    for k, arg in enumerate(argv):
+        if k == 0 and os.path.basename(arg).startswith("python"):
+            shown.append("python")
+        elif os.path.isabs(arg):
+            shown.append(repo_relative(arg))
+        else:
+            shown.append(arg)
+    return " ".join(shlex.quote(a) for a in shown)
 
 
 def compact_log(log_file):

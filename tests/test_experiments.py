@@ -2,13 +2,15 @@
 row's recipe, the budget rule), how its claims are judged (on synthetic rows whose answer is
 known), and a tiny run end to end that resumes and writes the page."""
 import json
+import os
 import types
 
 import numpy as np
 import pytest
 
 from experiments import claims, schedule
-from experiments.runner import Job, Layout, compact_log, decide_row, plan_jobs, run_all, trained_file, write_json
+from experiments.runner import (Job, Layout, compact_log, decide_row, plan_jobs, run_all, run_job, trained_file,
+                                write_json)
 from experiments.suite import AUDIT_TRANSFER, BUDGETS, SOURCES, TRANSFER, VARIANTS, select_variants
 from helpers import PYTHON, run
 
@@ -353,14 +355,29 @@ def test_tiny_suite_runs_resumes_and_writes_the_page(tmp_path):
     assert other.returncode == 2 and "holds results of another budget" in other.stdout, other.stdout
 
 
-def test_the_page_shows_paths_relative_to_the_repository_holding_them(tmp_path):
-    """The page is committed: no machine's absolute paths on it."""
-    from experiments.page import repo_relative
+def test_the_page_and_the_logs_show_paths_relative_to_the_repository_holding_them(tmp_path):
+    """The page and the logs are committed: no machine's absolute paths on them. A job's log
+    starts with its command as a reader reruns it from the root of their clone."""
+    from core.files import repo_relative
+    from experiments.runner import shown_command
     (tmp_path / "repo" / ".git").mkdir(parents=True)
     (tmp_path / "repo" / "results" / "repro").mkdir(parents=True)
     assert repo_relative(str(tmp_path / "repo" / "results" / "repro")) == "results/repro"
     (tmp_path / "elsewhere").mkdir()
     assert repo_relative(str(tmp_path / "elsewhere")) == str(tmp_path / "elsewhere")
+    model = str(tmp_path / "repo" / "results" / "repro" / "models" / "x" / "model-final.npz")
+    argv = [PYTHON, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "eval.py"),
+            "--load", model, "--data", str(tmp_path / "elsewhere"), "--attack-iter", "0,10", "--note", "a b"]
+    assert shown_command(argv) == ("python eval.py --load results/repro/models/x/model-final.npz --data %s "
+                                   "--attack-iter 0,10 --note 'a b'" % (tmp_path / "elsewhere"))
+    # and run_job writes it so
+    layout = Layout(str(tmp_path / "repo" / "results" / "repro"))
+    done = tmp_path / "repo" / "results" / "repro" / "done.json"
+    job = Job("j", [PYTHON, "-c", "open(%r, 'w').write('{}')" % str(done)], str(done),
+              layout.log("j"))
+    assert run_job(job, layout) == "done"
+    first = open(layout.log("j")).read().strip().splitlines()[0]
+    assert first.startswith("$ python -c ") and PYTHON not in first, first
 
 
 def test_logs_keep_what_a_terminal_shows_of_a_progress_bar(tmp_path):
