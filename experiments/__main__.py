@@ -71,6 +71,17 @@ def commit_paths(paths, message):
     return True
 
 
+def paths_to_commit(job, jobs, out, docs):
+    """What the commit after ``job`` takes: the results and the page always; the figures only
+    once the job's row has settled (or for a job of no row). A PNG does not delta-compress, so
+    redrawing the white-box figure after every evaluation would add a full copy of it to the
+    repository's history each time; the figure on disk is current all the same."""
+    paths = [out, os.path.join(docs, "RESULTS.md")]
+    if job.row is None or all(j.settled for j in jobs if j.row == job.row):
+        paths.append(os.path.join(docs, "figures"))
+    return paths
+
+
 def job_commits(out):
     """The commits of the code that ran the finished jobs (recorded in every result and run)."""
     import glob
@@ -169,7 +180,7 @@ def main(argv=None):
         def after_job(job, result):
             if args.commit:
                 page()
-                done = commit_paths([out, os.path.join(docs, "RESULTS.md"), os.path.join(docs, "figures")],
+                done = commit_paths(paths_to_commit(job, plan()[0], out, docs),
                                     "Reproduction suite: %s %s" % (job.name, result))
                 failures[:] = failures + [job.name] if done is None else []
                 if len(failures) >= 3:

@@ -145,6 +145,22 @@ def test_a_training_whose_model_is_not_kept_stays_done_while_its_readers_are(tmp
     assert not reader.done                               # computed from the old model: stale
 
 
+def test_the_figures_are_committed_once_a_row_settles_not_after_every_job(tmp_path):
+    from experiments.__main__ import paths_to_commit
+    out, docs = str(tmp_path / "out"), str(tmp_path / "docs")
+    a = Job("targeted/mean/seed1", [], str(tmp_path / "a.json"), str(tmp_path / "log"), row="mean")
+    b = Job("untargeted/mean/seed1", [], str(tmp_path / "b.json"), str(tmp_path / "log"), row="mean")
+    other = Job("targeted/null/seed1", [], str(tmp_path / "c.json"), str(tmp_path / "log"), row="null")
+    source = Job("source/s", [], str(tmp_path / "d.json"), str(tmp_path / "log"))
+    figures = os.path.join(docs, "figures")
+    (tmp_path / "a.json").write_text("{}")
+    taken = paths_to_commit(a, [a, b, other, source], out, docs)
+    assert out in taken and os.path.join(docs, "RESULTS.md") in taken and figures not in taken
+    (tmp_path / "b.json").write_text("{}")                 # the row's last job: the figure goes along
+    assert figures in paths_to_commit(b, [a, b, other, source], out, docs)
+    assert figures in paths_to_commit(source, [a, b, other, source], out, docs)   # no row
+
+
 def test_a_failed_job_is_tried_again_and_a_training_stopped_before_its_first_checkpoint_restarts(tmp_path):
     """A transient failure is tried once more in the same invocation; train.py's refusal of
     a directory holding a run with no checkpoint is answered with --restart; a finished
