@@ -321,6 +321,22 @@ def test_the_residual_rule_counts_nan_and_a_loss_that_stays_near_chance():
     assert claims.residual_rule({"nonlocal": ref, "nonlocal-noresidual": r})[1].startswith("contradicted")
 
 
+def test_the_block_usage_table_reads_the_committed_first_seed_model_only(tmp_path):
+    """A clone holds only each row's first-seed model: the table must not change with what
+    other seeds' models a machine happens to keep."""
+    from experiments.page import block_usage_table
+    layout, budget = Layout(str(tmp_path)), BUDGETS["full"]
+    for seed, gamma in ((1, 0.25), (2, 4.0)):
+        os.makedirs(layout.model_dir("mean", seed))
+        np.savez(layout.model_file("mean", seed), **{
+            "group0_denoise/conv/bn/gamma": np.full(8, gamma), "group1_denoise/conv/bn/gamma": np.full(8, -gamma),
+            "group0/block0/conv3/bn/gamma": np.full(8, 2 * gamma)})
+    table = block_usage_table(layout, budget, select_variants(["baseline", "mean"]))
+    assert "| mean | 0.25 / 0.25 | 0.50 |" in table and "4.00" not in table and "baseline" not in table
+    os.remove(layout.model_file("mean", 1))
+    assert "mean" not in block_usage_table(layout, budget, select_variants(["mean"]))
+
+
 # ------------------------------------------------------------------------------ end to end
 def test_tiny_suite_runs_resumes_and_writes_the_page(tmp_path):
     out, docs = tmp_path / "out", tmp_path / "docs"
