@@ -17,6 +17,7 @@ import sys
 
 
 def parse_args(argv=None):
+    from attacks import AA_VERSIONS
     from config.flags import (DATASETS, OneLineArgumentParser, add_arch_flags, add_attack_flags, add_preset_flags,
                               iteration_list, positive_int, seed_int)
     p = OneLineArgumentParser(description=__doc__.split("\n\n")[0],
@@ -42,11 +43,22 @@ def parse_args(argv=None):
     g = add_attack_flags(p, evaluation=True)
     g.add_argument("--attack-iter", type=iteration_list, default=None,
                    help="comma-separated iteration counts, each evaluated (0 = clean; default 0,10)")
-    g.add_argument("--restarts", type=positive_int, default=1,
-                   help="random restarts, keeping the worst case per image (APGD: its restarts)")
+    g.add_argument("--restarts", type=positive_int, default=None,
+                   help="random restarts, keeping the worst case per image (default 1): pgd, apgd-*, fab, fab-t "
+                        "(per target), square; with --attack autoattack, the restarts of APGD-CE, APGD-DLR and FAB "
+                        "in the plus and custom versions (default 5, the authors'); refused by attacks without a "
+                        "random start (fgsm, ifgsm, mifgsm) and by the standard and rand versions")
+    g.add_argument("--aa-version", choices=AA_VERSIONS, default=None,
+                   help="--attack autoattack's version, as its authors define it (default standard): standard "
+                        "(APGD-CE, APGD-T, FAB-T, Square, each once), plus (APGD-CE and APGD-DLR with 5 restarts, "
+                        "FAB with 5, Square, APGD-T, FAB-T), rand (APGD-CE and APGD-DLR with EOT over 20 draws, for "
+                        "randomised defenses), custom (the members of --aa-attacks)")
+    g.add_argument("--aa-attacks", default=None, metavar="LIST",
+                   help="--aa-version custom: comma-separated members in the order they run, from apgd-ce, "
+                        "apgd-dlr, apgd-t, fab, fab-t, square (e.g. apgd-ce,apgd-t)")
     g.add_argument("--square-queries", type=positive_int, default=None,
-                   help="Square's query budget inside --attack autoattack (default 5000; --attack square takes "
-                        "its budget from --attack-iter)")
+                   help="Square's query budget inside --attack autoattack (default 5000, with AutoAttack's "
+                        "unrescaled window schedule; --attack square takes its budget from --attack-iter)")
     g.add_argument("--seed", type=seed_int, default=None,
                    help="seed of every image's target class and random start (default 0): the draws depend only "
                         "on it and the image, so results do not change with --batch, the order or the number of "
@@ -56,8 +68,10 @@ def parse_args(argv=None):
                    help="run the audit's checks on the first --limit images (epsilon sweep, iterations and restarts, "
                         "Square and transfer against white-box, finite gradients, BPDA per denoising op, determinism) "
                         "and write pass/fail with a line per check to --json-out")
-    g.add_argument("--audit-iter", type=positive_int, default=100, help="the audit's attack iterations")
-    g.add_argument("--audit-queries", type=positive_int, default=5000, help="the audit's Square query budget")
+    g.add_argument("--audit-iter", type=positive_int, default=None,
+                   help="the audit's attack iterations (default 100; at least 2: it compares a run of half as many)")
+    g.add_argument("--audit-queries", type=positive_int, default=None,
+                   help="the audit's Square query budget (default 5000)")
     g.add_argument("--audit-transfer", nargs="+", default=None, metavar="SET",
                    help="--save-adversarial sets (attack directories DIR/<attack>/, or .npz files) made from the same "
                         "first images at the same epsilon, compared image by image with the white-box attacks")
@@ -84,7 +98,50 @@ def parse_args(argv=None):
     g.add_argument("--export-frozen", default=None, help="frozen GraphDef (.pb): input:0 -> logits:0")
     g.add_argument("--export-savedmodel", default=None, help="SavedModel directory (serving_default)")
     g.add_argument("--export-input-dtype", choices=("uint8", "float32"), default="uint8")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    check_job_flags(args)
+    args.attack = args.attack or "pgd"
+    args.audit_iter = args.audit_iter or 100
+    args.audit_queries = args.audit_queries or 5000
+    return args
+
+
+def _given(args, names):
+    """The flags among ``names`` (attribute names) that were given: not None, not False."""
+    return ["--" + n.replace("_", "-") for n in names if getattr(args, n) not in (None, False)]
+
+
+# what each job reads; a flag outside it is refused with the job's name rather than dropped
+WHITE_BOX_ONLY = ("attack", "attack_iter", "restarts", "untargeted", "attack_step_size", "attack_loss", "eot",
+                  "aa_version", "aa_attacks", "square_queries", "per_image", "save_adversarial", "plot_out")
+AUDIT_ONLY = ("audit_iter", "audit_queries", "audit_transfer")
+
+
+def check_job_flags(args):
+    """One line and exit 2 for a flag the chosen job does not use (before any work)."""
+    def refuse(flags, job, fix):
+        if flags:
+            sys.stderr.write("eval.py: error: %s %s not used by %s: %s\n" % (
+                ", ".join(flags), "is" if len(flags) == 1 else "are", job, fix))
+            sys.exit(2)
+    if not args.audit:
+        refuse(_given(args, AUDIT_ONLY), "this run (they are the audit's)", "add --audit or drop them")
+    if args.audit:
+        refuse(_given(args, [n for n in WHITE_BOX_ONLY if n != "untargeted"]), "--audit (it runs its own attacks: "
+               "APGD-CE, PGD with restarts, Square, BPDA)", "drop them, or run them as a separate eval.py command")
+        return
+    if black_box_mode(args):
+        return
+    attack = args.attack or "pgd"
+    if attack != "autoattack":
+        refuse(_given(args, ("aa_version", "aa_attacks", "square_queries")), "--attack %s" % attack,
+               "they set up --attack autoattack: drop them or pass --attack autoattack")
+    else:
+        refuse(_given(args, ("plot_out",)), "--attack autoattack (one strength, no curve to plot)",
+               "drop --plot-out")
+        if args.aa_attacks and args.aa_version != "custom":
+            refuse(["--aa-attacks"], "--aa-version %s" % (args.aa_version or "standard"),
+                   "it chooses the members of --aa-version custom: pass --aa-version custom or drop it")
 
 
 def black_box_mode(args):
@@ -178,7 +235,7 @@ def run(args):
     from tensorpack.utils import logger
 
     import data
-    from attacks import AUTOATTACK, STANDARD_ITERATIONS, STANDARD_QUERIES
+    from attacks import MEMBERS, STANDARD_ITERATIONS, STANDARD_QUERIES
     from config.flags import arch_flags_given, attacker_from_args, choose_preset, iterations, or_preset
     from core.dist import rank_and_size
     from core.files import write_json
@@ -252,7 +309,7 @@ def run(args):
             print("audit: %s" % ("every check passed" if res["passed"] else "FAILED (see above)"))
     elif args.attack == "autoattack":
         from attacks import autoattack_members
-        from config.flags import FlagError, attack_epsilon
+        from config.flags import FlagError, attack_epsilon, check_member_flags
         from evaluation.autoattack import Ensemble
         seed = or_preset(args.seed, preset, "eval_seed")
         strengths = iterations(args.attack_iter or "0,%d" % STANDARD_ITERATIONS)
@@ -260,21 +317,28 @@ def run(args):
         if len(attacked) != 1:
             raise FlagError("--attack autoattack takes one iteration count for its APGD and FAB members (the "
                             "standard is 100): pass --attack-iter 100, or 0,100 with the clean figure")
-        members = autoattack_members(args.norm, attack_epsilon(args, preset), attacked[0],
-                                     args.square_queries or STANDARD_QUERIES, per_image_seed=seed)
+        version = args.aa_version or "standard"
+        check_member_flags(args, "--attack autoattack")
+        aa_attacks = [a.strip() for a in args.aa_attacks.split(",") if a.strip()] if args.aa_attacks else None
+        members = autoattack_members(version, args.norm, attack_epsilon(args, preset), attacked[0],
+                                     args.square_queries or STANDARD_QUERIES, per_image_seed=seed,
+                                     restarts=args.restarts, eot=args.eot, attacks=aa_attacks,
+                                     precision=args.attack_precision)
+        if args.square_queries and "square" not in members:
+            raise FlagError("--square-queries: the %s version has no Square member: drop it" % version)
         source = data.open_dataset(dataset, args.data, fake=args.fake, max_pixels=args.max_image_pixels,
                                    validation=args.validation or 0)
-        out.update(jobs.autoattack(arch, params, args.load, Ensemble("autoattack", members), source,
+        out.update(jobs.autoattack(arch, params, args.load, Ensemble("autoattack", members, version), source,
                                    args.batch or preset.eval_batch, limit=args.limit, progress=progress, seed=seed,
                                    save_adversarial=args.save_adversarial, per_image=args.per_image))
     else:
         seed = or_preset(args.seed, preset, "eval_seed")
         attackers, iters_by_name = {}, {}
         default = "0,%d" % (STANDARD_QUERIES if args.attack == "square" else STANDARD_ITERATIONS) \
-            if args.attack in AUTOATTACK else preset.attack_iter
+            if args.attack in MEMBERS else preset.attack_iter
         for n in iterations(args.attack_iter or default):
             name = "clean" if n == 0 else "%s%d" % (args.attack, n)
-            attackers[name] = attacker_from_args(args, preset, n, restarts=args.restarts if n else 1,
+            attackers[name] = attacker_from_args(args, preset, n, restarts=(args.restarts or 1) if n else 1,
                                                  seed=seed, per_image_seed=seed, precision_flags=True)
             iters_by_name[name] = n
         source = data.open_dataset(dataset, args.data, fake=args.fake, max_pixels=args.max_image_pixels,

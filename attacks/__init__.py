@@ -8,8 +8,8 @@ from .base import Attacker, NoAttack  # noqa: F401
 from .draws import Draws, image_keys  # noqa: F401
 from .apgd import APGDAttacker  # noqa: F401
 from .fab import FABAttacker  # noqa: F401
-from .factory import (ALL_ATTACKS, ATTACKERS, AUTOATTACK, STANDARD_ITERATIONS, STANDARD_QUERIES,  # noqa: F401
-                      UNTARGETED_ONLY, autoattack_members, make_attacker, make_member)
+from .factory import (AA_VERSIONS, ALL_ATTACKS, ATTACKERS, AUTOATTACK, MEMBERS, STANDARD_ITERATIONS,  # noqa: F401
+                      STANDARD_QUERIES, UNTARGETED_ONLY, VERSIONS, autoattack_members, make_attacker, make_member)
 from .iterative import FGSMAttacker, IFGSMAttacker, MIFGSMAttacker, PGDAttacker  # noqa: F401
 from .metrics import METRICS, RATES, per_image_metrics  # noqa: F401
 from .precision import FP32, Precision  # noqa: F401

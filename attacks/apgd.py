@@ -2,7 +2,9 @@
 of adversarial robustness with an ensemble of diverse parameter-free attacks", Algorithm 1),
 the first two members of AutoAttack.
 
-Per image, from a random start x0 in the ball, with the step eta = 2 epsilon:
+Per image, from a random start x0 on the ball's surface (x + epsilon t / ||t||, t uniform in
+[-1, 1] per pixel for L-infinity, normal for L2, clipped to the image range: the authors'
+start), with the step eta = 2 epsilon:
     z      = P(x_k + eta * direction(grad f(x_k)))
     x_k+1  = P(x_k + alpha (z - x_k) + (1 - alpha)(x_k - x_k-1)),  alpha = 0.75 (1 at k = 0)
 At each checkpoint w_j (p_0 = 0, p_1 = 0.22, p_j+1 = p_j + max(p_j - p_j-1 - 0.03, 0.06) of
@@ -16,15 +18,20 @@ misclassified the image; the attack returns the latter where there is one.
 Losses: cross-entropy (APGD-CE) or the DLR loss (losses.py); APGD-T runs the targeted DLR loss
 once per target among the k classes with the highest clean logits after the true one (k = 9,
 fewer when the data set has fewer classes), each run only on the images no earlier target
-broke. Built in the graph (``tf.while_loop``), so it runs on any number of Horovod ranks and
-its random start is drawn per image like PGD's (attacks/draws.py).
+broke. Restarts (AutoAttack's "plus" version: 5 for APGD-CE and APGD-DLR) run again, with a
+fresh start, on the images still standing; APGD-T's restarts are per target. With EOT
+(``precision.eot`` > 1, AutoAttack's "rand" version: 20) the gradient is averaged over draws
+of a randomised model (attacks/precision.py). Built in the graph (``tf.while_loop``), so it
+runs on any number of Horovod ranks and its random start is drawn per image like PGD's
+(attacks/draws.py).
 """
 import tensorflow as tf
 
 from . import losses
 from .base import Attacker, unless_empty
+from .draws import START_DIRECTION_STREAM, START_STREAM, STREAMS_PER_RESTART
 from .precision import FP32
-from .threat import AttackError
+from .threat import IMAGE_MAX, IMAGE_MIN, AttackError
 
 RHO = 0.75          # condition 1's fraction of loss increases per window
 MOMENTUM = 0.75     # alpha of the update
@@ -35,17 +42,6 @@ def checkpoint_schedule(num_iter):
     """(first window, its decrease, the smallest window) in iterations: the checkpoints of
     Algorithm 1, p_1 = 0.22, windows shrinking by 0.03 down to 0.06 of the iterations."""
     return max(int(0.22 * num_iter), 1), max(int(0.03 * num_iter), 1), max(int(0.06 * num_iter), 1)
-
-
-def checkpoints(num_iter):
-    """The iterations (1-based counts) after which Algorithm 1 checks its conditions."""
-    first, decrease, smallest = checkpoint_schedule(num_iter)
-    out, at, window = [], 0, first
-    while at + window <= num_iter:
-        at += window
-        out.append(at)
-        window = max(window - decrease, smallest)
-    return out
 
 
 def _per_image(values, like):
@@ -63,6 +59,9 @@ class APGDAttacker(Attacker):
 
     The attack counts misclassification (AutoAttack's criterion), so it is untargeted as a
     whole (``targeted`` is False and the returned targets are the labels)."""
+    own_clean_prediction = True
+    #: record the step size of every iteration (``run`` then also returns them): for tests
+    trace_steps = False
 
     def __init__(self, threat, num_iter=100, loss="xent", targets=0, draws=None, precision=None, restarts=1):
         super().__init__(threat, targeted=False, draws=draws)
@@ -88,8 +87,21 @@ class APGDAttacker(Attacker):
                                                   what, restarts, self.draws.describe())
 
     def queries_per_run(self):
-        """Network evaluations (forward and backward) of one run on one image."""
-        return self.num_iter + 1
+        """Network evaluations (forward and backward) of one run on one image (each of the
+        ``eot`` draws of a gradient is one)."""
+        return (self.num_iter + 1) * self.precision.eot
+
+    def random_start(self, clean, keys, restart):
+        """x + epsilon t / ||t|| clipped to the range (the module's docstring), per image."""
+        streams = STREAMS_PER_RESTART * tf.cast(restart, tf.int64)
+        axes = list(range(1, clean.shape.ndims))
+        if self.threat.norm == "linf":
+            t = self.draws.uniform(keys, START_STREAM + streams, clean, None, -1.0, 1.0)
+            size = tf.reduce_max(tf.abs(t), axis=axes, keepdims=True)
+        else:
+            t = self.draws.normal(keys, START_DIRECTION_STREAM + streams, clean, None)
+            size = tf.sqrt(tf.reduce_sum(tf.square(t), axis=axes, keepdims=True))
+        return tf.clip_by_value(clean + self.threat.eps * t / (size + 1e-12), IMAGE_MIN, IMAGE_MAX)
 
     # ---- one run ----
     def _objective(self, label, target):
@@ -110,8 +122,7 @@ class APGDAttacker(Attacker):
             logits, grad = self.precision.logits_and_gradient(objective, model_fn, x)
             return logits, objective(logits), grad
 
-        x0 = threat.project(clean + self.draws.start_noise(threat, clean, keys, restart), clean) if start is None \
-            else start
+        x0 = threat.project(self.random_start(clean, keys, restart), clean) if start is None else start
         logits0, f0, g0 = evaluate(x0)
         wrong0 = tf.not_equal(tf.argmax(logits0, axis=1, output_type=tf.int32), label)
         batch = tf.shape(clean)[:1]
@@ -120,6 +131,8 @@ class APGDAttacker(Attacker):
             x_best=x0, f_best=f0, g_best=g0, x_adv=x0, broken=wrong0,
             step=tf.fill(batch, 2.0 * eps), since=tf.constant(0), window=tf.constant(first),
             rises=tf.zeros(batch), f_check=f0, reduced=tf.ones(batch, tf.bool))
+        if self.trace_steps:
+            state["steps"] = tf.zeros(tf.stack([n, batch[0]]))
         names = sorted(state)
 
         def body(*values):
@@ -130,6 +143,8 @@ class APGDAttacker(Attacker):
             x_new = threat.project(s["x"] + alpha * (z - s["x"]) + (1.0 - alpha) * (s["x"] - s["x_prev"]), clean)
             logits, f, grad = evaluate(x_new)
             wrong = tf.not_equal(tf.argmax(logits, axis=1, output_type=tf.int32), label)
+            if self.trace_steps:            # the step this iteration took, per image
+                s = dict(s, steps=tf.tensor_scatter_nd_update(s["steps"], [[s["i"]]], s["step"][None]))
             out = dict(s, i=s["i"] + 1, x_prev=s["x"], x=x_new, grad=grad, f=f,
                        broken=tf.logical_or(s["broken"], wrong), x_adv=_where(wrong, x_new, s["x_adv"]),
                        rises=s["rises"] + tf.cast(f > s["f"], tf.float32), since=s["since"] + 1)
@@ -154,10 +169,14 @@ class APGDAttacker(Attacker):
 
         shape = {k: tf.TensorShape([]) if k in ("i", "since", "window") else tf.TensorShape([None]).concatenate(
             state[k].shape[1:]) for k in names}
+        if self.trace_steps:
+            shape["steps"] = tf.TensorShape([n, None])
         final = tf.compat.v1.while_loop(lambda *v: v[names.index("i")] < n, body, [state[k] for k in names],
                                         shape_invariants=[shape[k] for k in names], back_prop=False,
                                         parallel_iterations=1, name="apgd_loop")
         f = dict(zip(names, final))
+        if self.trace_steps:
+            return _where(f["broken"], f["x_adv"], f["x_best"]), f["broken"], f["steps"]
         return _where(f["broken"], f["x_adv"], f["x_best"]), f["broken"]
 
     # ---- restarts and targets, each on the images still standing ----
@@ -182,6 +201,9 @@ class APGDAttacker(Attacker):
                 x, b = unless_empty(tf.size(idx), lambda: self.run(sub_clean, tf.gather(label, idx), model_fn, target,
                                                                    sub_keys, restart=r),
                                     lambda: (sub_clean, tf.zeros(tf.shape(idx), tf.bool)))
+                # an image no run broke keeps its clean version (the authors' perturb): the
+                # final prediction then scores the clean image, also under a randomised model
+                x = _where(b, x, sub_clean)
                 return (r + 1, tf.tensor_scatter_nd_update(adv, idx[:, None], x),
                         tf.tensor_scatter_nd_update(broken, idx[:, None], b),
                         tf.tensor_scatter_nd_add(queries, idx[:, None],

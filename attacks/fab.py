@@ -1,10 +1,14 @@
-"""FAB-T: the targeted Fast Adaptive Boundary attack (Croce and Hein, ICML 2020, "Minimally
-distorted adversarial examples with a fast adaptive boundary attack"), AutoAttack's third
-member. It looks for the smallest perturbation that crosses the decision boundary towards a
-target class, and counts as a success at a radius epsilon if that perturbation is within it.
+"""FAB: the Fast Adaptive Boundary attack (Croce and Hein, ICML 2020, "Minimally distorted
+adversarial examples with a fast adaptive boundary attack"): FAB-T, its targeted version, is
+AutoAttack's third member, and untargeted FAB with 5 restarts is in AutoAttack's "plus"
+version. It looks for the smallest perturbation that crosses the decision boundary, and
+counts as a success at a radius epsilon if that perturbation is within it.
 
-Per image and target t, f(x) = z_t(x) - z_y(x) is linearised at the current point x_k; the
-hyperplane f(x_k) + <grad f(x_k), z - x_k> = 0 is where the linearised boundary lies. Both
+Per image, f_j(x) = z_j(x) - z_y(x) is linearised at the current point x_k, for the target
+class j = t (FAB-T) or, untargeted, for the class whose linearised boundary is nearest,
+argmin_j |f_j(x_k)| / ||grad f_j(x_k)||_* (the dual norm: L1 for L-infinity, L2 for L2; Eq. 7
+of the paper: every class's gradient, K per iteration, as the authors' code computes them).
+The hyperplane f(x_k) + <grad f(x_k), z - x_k> = 0 is where the linearised boundary lies. Both
 x_k and the clean image x_0 are projected onto it (the minimal perturbation under the threat
 model's norm, within the image range): d_k and d_0. The step biases towards the clean image:
     x_k+1 = clip((1 - a)(x_k + eta d_k) + a (x_0 + eta d_0)),  a = min(|d_k| / (|d_k| + |d_0|), a_max)
@@ -12,13 +16,15 @@ with overshoot eta = 1.05 and a_max = 0.1. When x_k+1 is adversarial, it is kept
 closest so far, and the search steps back towards the clean image: x_k+1 <- x_0 + beta
 (x_k+1 - x_0), beta = 0.9. The targets are the classes with the highest clean logits after
 the true one (9, fewer when there are fewer classes), each tried on the images no earlier
-target broke. AutoAttack's standard version has no random start, so neither has this one:
-it draws no random numbers.
+target broke. Restart 0 starts at the clean image (AutoAttack's versions run FAB-T once);
+restart r > 0 from a random point at half the radius, x_0 + epsilon/2 t / ||t|| (t uniform in
+[-1, 1] for L-infinity, normal for L2; the authors' ``use_rand_start``), drawn per image.
 """
 import tensorflow as tf
 
-from .apgd import ranked_classes
+from .apgd import default_targets, ranked_classes
 from .base import Attacker, unless_empty
+from .draws import START_DIRECTION_STREAM, START_STREAM, STREAMS_PER_RESTART, Draws
 from .precision import FP32
 from .threat import IMAGE_MAX, IMAGE_MIN, AttackError
 
@@ -73,48 +79,85 @@ def project_onto_hyperplane(norm, point, w, b):
 
 
 class FABAttacker(Attacker):
-    """FAB-T under ``threat`` (L-inf or L2), ``num_iter`` iterations per target, ``targets``
-    target classes. Counts misclassification within the radius (untargeted as a whole)."""
-    name = "fab-t"
+    """FAB under ``threat`` (L-inf or L2), ``num_iter`` iterations per run; ``targeted``
+    (FAB-T): ``targets`` target classes, each with ``restarts`` runs; untargeted: ``restarts``
+    runs. Counts misclassification within the radius (untargeted as a whole)."""
+    own_clean_prediction = True
 
-    def __init__(self, threat, num_iter=100, targets=9, precision=None, draws=None):
-        super().__init__(threat, targeted=False, draws=draws)
+    def __init__(self, threat, num_iter=100, targets=9, precision=None, draws=None, restarts=1, targeted=True):
+        super().__init__(threat, targeted=False, draws=draws if draws is not None else Draws(0, per_image=True))
         if num_iter < 1:
-            raise AttackError("FAB-T iterations must be >= 1, got %d" % num_iter)
-        if targets < 1:
+            raise AttackError("FAB iterations must be >= 1, got %d" % num_iter)
+        if targeted and targets < 1:
             raise AttackError("FAB-T's number of target classes must be >= 1, got %d" % targets)
+        if restarts < 1:
+            raise AttackError("FAB restarts must be >= 1, got %d" % restarts)
         self.num_iter = int(num_iter)
-        self.num_targets = int(targets)
+        self.num_targets = int(targets) if targeted else 0
+        self.restarts = int(restarts)
         self.precision = precision if precision is not None else FP32
+        self.name = "fab-t" if targeted else "fab"
 
     def describe(self):
-        return "fab-t(eps=%g%s, iter=%d, targets=%d)" % (self.epsilon, self.threat.describe(), self.num_iter,
-                                                         self.num_targets)
+        what = ", targets=%d" % self.num_targets if self.num_targets else ""
+        restarts = ", restarts=%d" % self.restarts if self.restarts > 1 else ""
+        return "%s(eps=%g%s, iter=%d%s%s%s)" % (self.name, self.epsilon, self.threat.describe(), self.num_iter, what,
+                                               restarts, self.precision.describe())
 
-    def queries_per_run(self):
+    def queries_per_run(self, num_classes=None):
         """Network evaluations of one run on one image: a gradient and a prediction per
-        iteration."""
-        return 2 * self.num_iter
+        iteration (untargeted: a gradient of every one of the ``num_classes`` logits)."""
+        grads = num_classes if not self.num_targets and num_classes else 1
+        return (grads + 1) * self.num_iter
 
-    def run(self, clean, label, target, model_fn):
-        """One run towards ``target`` -> (closest adversarial image found, its distance on the
+    def random_start(self, clean, keys, restart):
+        """Restart r > 0: x_0 + (epsilon / 2) t / ||t|| within the range (see the module)."""
+        streams = STREAMS_PER_RESTART * tf.cast(restart, tf.int64)
+        rank = clean.shape.ndims
+        axes = list(range(1, rank))
+        if self.threat.norm == "linf":
+            t = self.draws.uniform(keys, START_STREAM + streams, clean, None, -1.0, 1.0)
+            size = tf.reduce_max(tf.abs(t), axis=axes, keepdims=True)
+        else:
+            t = self.draws.normal(keys, START_DIRECTION_STREAM + streams, clean, None)
+            size = tf.sqrt(tf.reduce_sum(tf.square(t), axis=axes, keepdims=True))
+        return tf.clip_by_value(clean + 0.5 * self.threat.eps * t / tf.maximum(size, 1e-12), IMAGE_MIN, IMAGE_MAX)
+
+    def _linearised(self, x, label, target, model_fn, num_classes):
+        """(f, grad f) [B], [B, ...] of the boundary this iteration linearises (see the module)."""
+        if target is not None:
+            def boundary(logits):
+                onehot_t = tf.one_hot(target, tf.shape(logits)[1])
+                onehot_y = tf.one_hot(label, tf.shape(logits)[1])
+                return tf.reduce_sum(logits * (onehot_t - onehot_y), axis=1)     # z_t - z_y
+            logits, grad = self.precision.logits_and_gradient(boundary, model_fn, x)
+            return boundary(logits), grad
+        logits, jac = self.precision.logits_and_jacobian(model_fn, x, num_classes)     # [B, K], [B, K, ...]
+        onehot_y = tf.one_hot(label, num_classes)
+        f = logits - tf.reduce_sum(logits * onehot_y, axis=1, keepdims=True)         # z_j - z_y
+        g = jac - tf.gather(jac, label, axis=1, batch_dims=1)[:, None]
+        flat = tf.reshape(g, [tf.shape(g)[0], num_classes, -1])
+        dual = tf.reduce_sum(tf.abs(flat), axis=2) if self.threat.norm == "linf" else \
+            tf.sqrt(tf.reduce_sum(tf.square(flat), axis=2))
+        # the true class is never the nearest boundary (the authors set its f to 1e10)
+        distance = tf.where(onehot_y > 0, tf.fill(tf.shape(f), 1e10), tf.abs(f) / (1e-12 + dual))
+        nearest = tf.argmin(distance, axis=1, output_type=tf.int32)
+        return tf.gather(f, nearest, axis=1, batch_dims=1), tf.gather(g, nearest, axis=1, batch_dims=1)
+
+    def run(self, clean, label, target, model_fn, start=None, num_classes=None):
+        """One run towards ``target`` (None: untargeted, ``num_classes`` needed) from ``start``
+        (None: the clean image) -> (closest adversarial image found, its distance on the
         0..255 scale (inf: none), the images' shape kept)."""
         threat = self.threat
         x0 = _flat(clean)
         static = clean.shape.as_list()[1:]
         if None in static:
-            raise AttackError("FAB-T needs images of a known size, got %s" % (clean.shape,))
+            raise AttackError("FAB needs images of a known size, got %s" % (clean.shape,))
         shape = [-1] + static
         batch = tf.shape(clean)[:1]
 
-        def boundary(logits):
-            onehot_t = tf.one_hot(target, tf.shape(logits)[1])
-            onehot_y = tf.one_hot(label, tf.shape(logits)[1])
-            return tf.reduce_sum(logits * (onehot_t - onehot_y), axis=1)     # z_t - z_y
-
         def body(i, x, best, best_dist):
-            logits, grad = self.precision.logits_and_gradient(boundary, model_fn, x)
-            f = boundary(logits)
+            f, grad = self._linearised(x, label, target, model_fn, num_classes)
             w = _flat(grad)
             xf = _flat(x)
             b = -f + tf.reduce_sum(w * xf, axis=1)
@@ -135,8 +178,9 @@ class FABAttacker(Attacker):
             nxt = tf.where(wrong[:, None], x0 + BETA * (nxt - x0), nxt)
             return i + 1, tf.reshape(nxt, shape), best, best_dist
 
+        x_start = clean if start is None else start
         _, _, best, best_dist = tf.compat.v1.while_loop(
-            lambda i, *_: i < self.num_iter, body, [tf.constant(0), clean, clean, tf.fill(batch, float("inf"))],
+            lambda i, *_: i < self.num_iter, body, [tf.constant(0), x_start, clean, tf.fill(batch, float("inf"))],
             back_prop=False, parallel_iterations=1, name="fab_loop")
         return best, best_dist
 
@@ -145,37 +189,53 @@ class FABAttacker(Attacker):
             return tf.sqrt(tf.reduce_sum(tf.square(d), axis=1))
         return tf.reduce_max(tf.abs(d), axis=1)
 
+    def runs(self, num_classes):
+        """The runs of an attack, in order: (target rank or None, restart). FAB-T: for each of
+        the targets (the 2nd, 3rd, ... highest clean logit: rank 1, 2, ...), its restarts."""
+        if not self.num_targets:
+            return [(None, r) for r in range(self.restarts)]
+        return [(t, r) for t in range(1, default_targets(num_classes, self.num_targets) + 1)
+                for r in range(self.restarts)]
+
     def attack_info(self, clean, label, model_fn, num_classes):
-        """-> (adversarial images, labels, network evaluations per image): a run per target on
-        the images still standing; an image counts as broken when a run found a misclassifying
-        point within the radius (a tolerance of 1e-4 of a pixel for float rounding)."""
+        """-> (adversarial images, labels, network evaluations per image): the runs in order,
+        each on the images still standing; an image counts as broken when a run found a
+        misclassifying point within the radius (a tolerance of 1e-4 of a pixel for float
+        rounding)."""
         if num_classes < 2:
-            raise AttackError("FAB-T needs a model with at least 2 classes, got %d" % num_classes)
-        targets = max(1, min(self.num_targets, num_classes - 1))
+            raise AttackError("FAB needs a model with at least 2 classes, got %d" % num_classes)
+        runs = self.runs(num_classes)
+        ranks = tf.constant([t or 0 for t, _ in runs], tf.int32)
+        restarts = tf.constant([r for _, r in runs], tf.int32)
+        per_run = float(self.queries_per_run(num_classes))
         with tf.name_scope(self.name):
+            keys = self.draws.keys(clean)
             logits = tf.cast(model_fn(clean), tf.float32)
             broken = tf.not_equal(tf.argmax(logits, axis=1, output_type=tf.int32), label)
             order = ranked_classes(logits)
 
-            def body(t, adv, broken, queries):
+            def body(k, adv, broken, queries):
                 idx = tf.where(tf.logical_not(broken))[:, 0]
-                target = tf.gather(tf.gather(order, t + 1, axis=1), idx)
-                sub_clean = tf.gather(clean, idx)
-                x, dist = unless_empty(tf.size(idx), lambda: self.run(sub_clean, tf.gather(label, idx), target,
-                                                                      model_fn),
-                                       lambda: (sub_clean, tf.fill(tf.shape(idx), float("inf"))))
+                target = tf.gather(tf.gather(order, ranks[k], axis=1), idx) if self.num_targets else None
+                sub_clean, sub_label = tf.gather(clean, idx), tf.gather(label, idx)
+                sub_keys = None if keys is None else tf.gather(keys, idx)
+
+                def attack():
+                    start = tf.cond(restarts[k] > 0, lambda: self.random_start(sub_clean, sub_keys, restarts[k]),
+                                    lambda: sub_clean)
+                    return self.run(sub_clean, sub_label, target, model_fn, start, num_classes)
+                x, dist = unless_empty(tf.size(idx), attack, lambda: (sub_clean, tf.fill(tf.shape(idx), float("inf"))))
                 ok = dist <= self.epsilon + 1e-4
                 # inside the ball exactly (the tolerance is float rounding's)
                 x = self.threat.project(x, sub_clean)
                 x = tf.where(tf.broadcast_to(tf.reshape(ok, [-1, 1, 1, 1]), tf.shape(x)), x, sub_clean)
-                return (t + 1, tf.tensor_scatter_nd_update(adv, idx[:, None], x),
+                return (k + 1, tf.tensor_scatter_nd_update(adv, idx[:, None], x),
                         tf.tensor_scatter_nd_update(broken, idx[:, None], ok),
-                        tf.tensor_scatter_nd_add(queries, idx[:, None],
-                                                 tf.fill(tf.shape(idx), float(self.queries_per_run()))))
+                        tf.tensor_scatter_nd_add(queries, idx[:, None], tf.fill(tf.shape(idx), per_run)))
 
             _, adv, _, queries = tf.compat.v1.while_loop(
-                lambda t, *_: t < targets, body, [tf.constant(0), clean, broken, tf.ones(tf.shape(label))],
-                back_prop=False, parallel_iterations=1, name="fab_targets")
+                lambda k, *_: k < len(runs), body, [tf.constant(0), clean, broken, tf.ones(tf.shape(label))],
+                back_prop=False, parallel_iterations=1, name="fab_runs")
             return tf.stop_gradient(adv), label, queries
 
     def attack(self, clean, label, model_fn, num_classes):

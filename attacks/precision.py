@@ -93,26 +93,55 @@ def zero_non_finite(grad):
     return tf.where(tf.broadcast_to(mask, tf.shape(grad)), grad, tf.zeros_like(grad)), finite
 
 
-class Precision:
-    """How the network of an attack's iterations runs: ``precision`` 'fp32' (default),
-    'fp16' or 'bf16' on the same float32 variables; ``loss_scale`` fp16's per-image
-    loss-scaling target (None: 2^10 for fp16, none otherwise; 0: no scaling); ``xla``:
-    compile each iteration (forward, gradient, step, projection) with XLA."""
+def running_mean(draw, count, first=None):
+    """The mean of ``count`` draws of ``draw() -> (kept, averaged, carried)``: ``averaged``
+    (tensors) averaged over the draws by the running update m_k = m_k-1 + (v_k - m_k-1) / k,
+    which is exact when every draw gives the same value (a deterministic model: EOT then
+    equals a single draw bit for bit); ``kept`` (tensors) those of the last draw. Draws run
+    one after another in a ``tf.while_loop``, each calling the network anew, so a
+    randomised model draws its randomness afresh (Athalye et al. 2018's expectation over
+    transformation). ``first``: the first draw, if already made."""
+    kept, averaged = first if first is not None else draw()
+    if count == 1:
+        return kept, averaged
 
-    def __init__(self, precision="fp32", loss_scale=None, xla=False):
+    def body(k, kept, averaged):
+        new_kept, new_avg = draw()
+        weight = 1.0 / tf.cast(k + 1, tf.float32)
+        return k + 1, new_kept, [m + (v - m) * weight for m, v in zip(averaged, new_avg)]
+
+    _, kept, averaged = tf.compat.v1.while_loop(lambda k, *_: k < count, body, [tf.constant(1), kept, averaged],
+                                                back_prop=False, parallel_iterations=1, name="eot")
+    return kept, averaged
+
+
+class Precision:
+    """How an attack's iterations evaluate the network and its input gradient: ``precision``
+    'fp32' (default), 'fp16' or 'bf16' on the same float32 variables; ``loss_scale`` fp16's
+    per-image loss-scaling target (None: 2^10 for fp16, none otherwise; 0: no scaling);
+    ``xla``: compile each iteration (forward, gradient, step, projection) with XLA; ``eot``:
+    the gradient averaged over that many draws of a randomised model (expectation over
+    transformation, Athalye et al., ICML 2018; AutoAttack's "rand" version takes 20), the
+    logits those of the last draw, as AutoAttack's APGD takes them."""
+
+    def __init__(self, precision="fp32", loss_scale=None, xla=False, eot=1):
         from .threat import AttackError
         if precision not in PRECISIONS:
             raise AttackError("unknown attack precision %r; valid: %s" % (precision, ", ".join(PRECISIONS)))
         if loss_scale is not None and not loss_scale >= 0:
             raise AttackError("attack loss scale must be >= 0 (0: none), got %g" % loss_scale)
+        if not isinstance(eot, int) or eot < 1:
+            raise AttackError("--eot must be an integer >= 1 (draws of the model per gradient), got %r" % (eot,))
         self.precision = precision
         self.loss_scale = (DEFAULT_FP16_LOSS_SCALE if precision == "fp16" else 0.0) if loss_scale is None \
             else float(loss_scale)
         self.xla = bool(xla)
+        self.eot = eot
 
     def describe(self):
         extra = "" if self.precision == "fp32" else ", %s" % self.precision
         extra += ", loss_scale=%g" % self.loss_scale if self.loss_scale else ""
+        extra += ", eot=%d" % self.eot if self.eot > 1 else ""
         return extra + (", xla" if self.xla else "")
 
     def scope(self):
@@ -122,31 +151,59 @@ class Precision:
         TensorFlow 2.15's CPU kernels: docs/PERFORMANCE.md.)"""
         return tf.xla.experimental.jit_scope() if self.xla else contextlib.nullcontext()
 
-    def logits_and_gradient(self, objective_fn, model_fn, images):
-        """(float32 logits, float32 gradient of the summed objective w.r.t. ``images``) from one
-        forward pass in this precision (fp16 without per-image loss-scale memory: each call
-        fits its scale afresh)."""
+    def _gradient_once(self, objective_fn, model_fn, images, backoff):
         logits = low_precision_logits(model_fn, images, PRECISIONS[self.precision])
         obj = objective_fn(logits)
         if self.precision == "fp32":
-            return logits, tf.gradients(tf.reduce_sum(obj), images)[0]
+            return logits, tf.gradients(tf.reduce_sum(obj), images)[0], backoff
         if self.loss_scale:
-            grad, _ = scaled_input_gradient(obj, logits, images, self.loss_scale, tf.zeros(tf.shape(images)[:1]))
-            return logits, grad
-        return logits, zero_non_finite(tf.gradients(tf.reduce_sum(obj), images)[0])[0]
+            grad, backoff = scaled_input_gradient(obj, logits, images, self.loss_scale, backoff)
+            return logits, grad, backoff
+        return logits, zero_non_finite(tf.gradients(tf.reduce_sum(obj), images)[0])[0], backoff
+
+    def _eot_gradient(self, objective_fn, model_fn, images, backoff):
+        def draw():
+            logits, grad, new_backoff = self._gradient_once(objective_fn, model_fn, images, backoff)
+            return [logits, new_backoff], [grad]
+        (logits, backoff), (grad,) = running_mean(draw, self.eot)
+        return logits, grad, backoff
+
+    def logits_and_gradient(self, objective_fn, model_fn, images):
+        """(float32 logits, float32 gradient of the summed objective w.r.t. ``images``) in this
+        precision (fp16 without per-image loss-scale memory: each call fits its scale afresh),
+        the gradient averaged over ``eot`` draws."""
+        logits, grad, _ = self._eot_gradient(objective_fn, model_fn, images, tf.zeros(tf.shape(images)[:1]))
+        return logits, grad
 
     def input_gradient(self, objective_fn, model_fn, images, backoff):
         """(float32 gradient of the summed objective w.r.t. ``images``, the network run in this
         precision; next ``backoff``). ``objective_fn(logits) -> [B]``. In low precision an
         image with a non-finite gradient gets 0; ``backoff`` [B]: the per-image loss-scale
         reduction so far (see the module's docstring)."""
-        logits = low_precision_logits(model_fn, images, PRECISIONS[self.precision])
-        obj = objective_fn(logits)
-        if self.precision == "fp32":
-            return tf.gradients(tf.reduce_sum(obj), images)[0], backoff
-        if self.loss_scale:
-            return scaled_input_gradient(obj, logits, images, self.loss_scale, backoff)
-        return zero_non_finite(tf.gradients(tf.reduce_sum(obj), images)[0])[0], backoff
+        _, grad, backoff = self._eot_gradient(objective_fn, model_fn, images, backoff)
+        return grad, backoff
+
+    def logits_and_jacobian(self, model_fn, images, num_classes):
+        """(float32 logits [B, K], the gradient of every logit w.r.t. the image [B, K, ...]),
+        averaged over ``eot`` draws. Each image is repeated K times and copy j's gradient is
+        that of logit j: one backward pass of a K-times larger batch (FAB's untargeted
+        version needs all K; the authors' code runs K backward passes of one batch). Runs in
+        float32 whatever ``precision`` says (an fp16 Jacobian would need a loss scale per
+        logit)."""
+        k = int(num_classes)
+        batch = tf.shape(images)[0]
+        rank = images.shape.ndims
+        tiled = tf.reshape(tf.tile(images[:, None], [1, k] + [1] * (rank - 1)),
+                           tf.concat([[batch * k], tf.shape(images)[1:]], axis=0))
+
+        def draw():
+            z = tf.cast(model_fn(tiled), tf.float32)                               # [B K, K]
+            chosen = tf.reduce_sum(z * tf.tile(tf.eye(k), [batch, 1]))
+            jac = tf.gradients(chosen, tiled)[0]
+            jac = tf.reshape(jac, tf.concat([[batch, k], tf.shape(images)[1:]], axis=0))
+            return [tf.reshape(z, [batch, k, k])[:, 0]], [jac]
+        (logits,), (jac,) = running_mean(draw, self.eot)
+        return logits, jac
 
 
 FP32 = Precision()

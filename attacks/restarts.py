@@ -20,6 +20,9 @@ class RestartAttacker(Attacker):
     def __init__(self, base, restarts):
         if restarts < 1:
             raise AttackError("--restarts must be >= 1, got %d" % restarts)
+        if restarts > 1 and not base.uses_random_start:
+            raise AttackError("--restarts: %s starts from the clean image, so every restart would repeat the first "
+                              "run exactly; drop --restarts" % base.name)
         super().__init__(base.threat, base.targeted, base.draws)
         self.base = base
         self.restarts = int(restarts)
@@ -39,7 +42,7 @@ class RestartAttacker(Attacker):
 
     def attack(self, clean, label, model_fn, num_classes):
         base = self.base
-        if self.restarts == 1 or not base.uses_random_start:
+        if self.restarts == 1:
             return base.attack(clean, label, model_fn, num_classes)
         with tf.name_scope(base.name + "_restarts"):
             keys = base.draws.keys(clean)            # once, outside the loop

@@ -4,7 +4,7 @@ preset (config/presets.py). Library code takes those objects, never ``args``."""
 import argparse
 import math
 
-from attacks import ALL_ATTACKS, ATTACKERS, AUTOATTACK, THREATS, make_attacker
+from attacks import ALL_ATTACKS, ATTACKERS, MEMBERS, THREATS, make_attacker
 from attacks.losses import LOSSES
 from data.datasets import DATASET_SHAPES
 from nets import ArchSpec, DenoiseSpec, SpecError, parse_arch
@@ -210,10 +210,12 @@ def add_attack_flags(parser, evaluation=False):
     """``evaluation``: eval.py also offers AutoAttack and its members (train.py trains with
     the paper's attacks)."""
     g = parser.add_argument_group("attack (attacks/)")
-    g.add_argument("--attack", choices=ALL_ATTACKS if evaluation else tuple(ATTACKERS), default="pgd",
+    g.add_argument("--attack", choices=ALL_ATTACKS if evaluation else tuple(ATTACKERS),
+                   default=None if evaluation else "pgd",
                    help="pgd (the paper's), fgsm, ifgsm, mifgsm" + (
-                       "; AutoAttack's members apgd-ce, apgd-t, fab-t, square (each untargeted; Square's strength "
-                       "is its query budget), or autoattack, the standard ensemble" if evaluation else ""))
+                       "; AutoAttack's members apgd-ce, apgd-dlr, apgd-t, fab, fab-t, square (each untargeted; "
+                       "Square's strength is its query budget, its window schedule rescaled to it as in the Square "
+                       "paper), or autoattack, the ensemble (--aa-version)" if evaluation else ""))
     g.add_argument("--norm", choices=tuple(THREATS), default="linf",
                    help="threat model: an L-infinity (the paper's) or L2 ball of radius --attack-epsilon, "
                         "intersected with the image range")
@@ -224,7 +226,9 @@ def add_attack_flags(parser, evaluation=False):
     g.add_argument("--attack-step-size", type=positive_float, default=None,
                    help="step on the 0..255 scale; the step used is max(step, epsilon/iterations); default: the "
                         "preset's (L2: 2.5 epsilon / iterations, Madry et al.)")
-    g.add_argument("--attack-loss", choices=LOSSES, default="xent")
+    g.add_argument("--attack-loss", choices=LOSSES, default=None,
+                   help="objective of pgd/fgsm/ifgsm/mifgsm (default xent, the paper's; AutoAttack's members have "
+                        "their own)")
     g.add_argument("--untargeted", action="store_true", help="untargeted attack (default: targeted, Sec. 6)")
     g.add_argument("--attack-precision", choices=("fp32", "fp16", "bf16"), default="fp32",
                    help="precision of the attack iterations (weights stay float32; for GPUs). train.py: the "
@@ -233,6 +237,11 @@ def add_attack_flags(parser, evaluation=False):
                    help="fp16 per-image loss-scale target (default 1024; 0: no scaling)")
     g.add_argument("--attack-xla", action="store_true", help="compile each attack iteration with XLA (same scope "
                                                              "as --attack-precision)")
+    if evaluation:
+        g.add_argument("--eot", type=positive_int, default=None, metavar="N",
+                       help="expectation over transformation (Athalye et al., ICML 2018): every gradient of a "
+                            "gradient attack averaged over N draws of a randomised model (default 1; AutoAttack's "
+                            "rand version 20); a deterministic model gives the same gradient for any N")
     return g
 
 
@@ -266,20 +275,33 @@ def attacker_from_args(args, preset, num_iter, prob_start_from_clean=0.0, restar
     fast = dict(precision=args.attack_precision, loss_scale=args.attack_loss_scale, xla=args.attack_xla) \
         if precision_flags else {}
     eps = attack_epsilon(args, preset)
-    if args.attack in AUTOATTACK:
+    eot = getattr(args, "eot", None) or 1
+    if args.attack in MEMBERS:
         # step-size free (APGD, FAB) or gradient-free (Square); they count misclassification
-        if args.attack_step_size is not None:
-            raise FlagError("--attack %s chooses its own steps: drop --attack-step-size" % args.attack)
+        check_member_flags(args, "--attack %s" % args.attack)
+        if args.attack == "square" and getattr(args, "eot", None):
+            raise FlagError("--attack square uses no gradient: --eot applies to gradient attacks, drop it")
         return make_attacker(args.attack, num_iter=num_iter, epsilon=eps, step_size=None, norm=args.norm,
                              targeted=False, restarts=restarts, per_image_seed=0 if per_image_seed is None
-                             else per_image_seed, precision=args.attack_precision)
+                             else per_image_seed, precision=args.attack_precision, eot=eot)
     step = attack_step(args, preset, num_iter)
     if num_iter > 0:                 # a clean evaluation takes no step
         check_step_size(args.attack_step_size, step, eps, preset)
     return make_attacker(args.attack, num_iter=num_iter, epsilon=eps, step_size=step, norm=args.norm,
-                         targeted=not args.untargeted, loss=args.attack_loss,
+                         targeted=not args.untargeted, loss=args.attack_loss or "xent",
                          prob_start_from_clean=prob_start_from_clean, restarts=restarts, seed=seed,
-                         per_image_seed=per_image_seed, **fast)
+                         per_image_seed=per_image_seed, eot=eot, **fast)
+
+
+def check_member_flags(args, job):
+    """AutoAttack and its members choose their own steps and objectives and run without
+    XLA or loss scaling: a flag that would change them is refused, naming ``job``."""
+    for given, flag, why in ((args.attack_step_size is not None, "--attack-step-size", "chooses its own steps"),
+                             (args.attack_loss is not None, "--attack-loss", "has its own objectives"),
+                             (args.attack_xla, "--attack-xla", "runs without XLA"),
+                             (args.attack_loss_scale is not None, "--attack-loss-scale", "runs without loss scaling")):
+        if given:
+            raise FlagError("%s %s: drop %s" % (job, why, flag))
 
 
 def check_step_size(given, step, eps, preset):

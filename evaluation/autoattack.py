@@ -1,7 +1,8 @@
 """AutoAttack (Croce and Hein, ICML 2020): the field's standard evaluation of robustness, an
 ensemble of four attacks of different kinds scored per image as the worst case.
 
-The standard version runs APGD-CE, APGD-T, FAB-T and Square (attacks/), in that order, each
+The standard version runs APGD-CE, APGD-T, FAB-T and Square (attacks/), in that order; "plus"
+and "rand" are the authors' other versions (attacks/factory.py: VERSIONS). Each member runs
 on the images that every earlier member left correctly classified: an image counts as robust
 only if none of them breaks it, so AutoAttack's accuracy never exceeds any member's. It
 measures misclassification within the threat model's ball (it is untargeted as a whole).
@@ -24,7 +25,7 @@ from core.dist import SumAcrossRanks
 from model import network
 
 from .session import build_session
-from .stats import binomial_ci95
+from .stats import rate_ci95
 
 tfv1 = tf.compat.v1
 
@@ -38,15 +39,15 @@ class Ensemble:
     radius, and that it counts misclassification)."""
     targeted = False
 
-    def __init__(self, name, members):
-        self.name, self.members = name, dict(members)
+    def __init__(self, name, members, version="standard"):
+        self.name, self.members, self.version = name, dict(members), version
         first = next(iter(self.members.values()))
         self.threat = first.threat
         self.epsilon = first.epsilon
         self.num_iter = max(m.num_iter for m in self.members.values())
 
     def describe(self):
-        return "%s[%s]" % (self.name, "; ".join(m.describe() for m in self.members.values()))
+        return "%s-%s[%s]" % (self.name, self.version, "; ".join(m.describe() for m in self.members.values()))
 
 
 class AutoAttackEvaluator:
@@ -103,8 +104,10 @@ class AutoAttackEvaluator:
             adv[chosen] = out["adv"][broke]
             code[chosen] = k + 1
             standing[chosen] = False
-            queries[idx] += out["queries"] - 1.0             # the member's own clean prediction is ours
-            per_member[k, :3] = [broke.sum(), idx.size, out["queries"].sum() - idx.size]
+            # a member's own clean prediction is the one counted above
+            own = 1.0 if getattr(self.ensemble.members[name], "own_clean_prediction", False) else 0.0
+            queries[idx] += out["queries"] - own
+            per_member[k, :3] = [broke.sum(), idx.size, out["queries"].sum() - own * idx.size]
         return clean, final, adv, code, queries, per_member
 
     def run(self, flow, total_batches=None, progress=True, writer=None, per_image=None):
@@ -140,7 +143,8 @@ class AutoAttackEvaluator:
                               "queries_per_attacked_image": m[2] / m[1] if m[1] else 0.0, "seconds": m[3]}
                           for n, m in zip(self.names, members)}
         row["robust_accuracy"] = 1.0 - row["top1_error"]
-        row["robust_accuracy_ci95"] = row["top1_error_ci95"]
+        low, high = row["top1_error_ci95"]
+        row["robust_accuracy_ci95"] = [1.0 - high, 1.0 - low]
         results[name] = row
         return results
 
@@ -150,7 +154,7 @@ class AutoAttackEvaluator:
         for i, m in enumerate(METRICS):
             rate = metric_sums[i] / max(count, 1)
             r[m] = rate
-            r[m + "_ci95"] = binomial_ci95(rate, count)
+            r[m + "_ci95"] = rate_ci95(rate, count)
         r["non_finite_images"] = int(round(metric_sums[METRICS.index("non_finite_logits")]))
         return r
 

@@ -5,7 +5,7 @@ import numpy as np
 
 from core.files import atomic_write
 
-from .stats import binomial_ci95
+from .stats import rate_ci95
 
 
 def all_or_nothing_per_image(true_labels, predictions_per_attacker):
@@ -34,7 +34,7 @@ def all_or_nothing(true_labels, predictions_per_attacker):
     per_attacker = {a: float(c.mean()) if n else float("nan") for a, c in correct.items()}
     acc = float(all_correct.mean()) if n else float("nan")
     return {"num_images": n, "all_or_nothing_accuracy": acc,
-            "all_or_nothing_ci95": binomial_ci95(acc, n) if n else float("nan"),
+            "all_or_nothing_ci95": rate_ci95(acc, n) if n else [0.0, 1.0],
             "per_attacker_accuracy": per_attacker}
 
 

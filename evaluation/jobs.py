@@ -21,6 +21,7 @@ from .blackbox import all_or_nothing, save_all_or_nothing_per_image
 from .predictor import Predictor
 from .records import AdversarialWriter, PerImageRecorder
 from .report import format_table, plot_curve
+from .stats import format_rate
 from .whitebox import WhiteBoxEvaluator, ceil_div
 
 
@@ -105,9 +106,9 @@ def autoattack(arch, params, path, ensemble, source, batch, limit=None, progress
         print(format_table(results, ["clean", name]))
         print(format_members(results[name]))
         row = results[name]
-        print("%s: clean accuracy %.2f%%, robust accuracy %.2f%% +- %.2f (%d images, %.0f s)" % (
-            name, 100 * (1 - results["clean"]["top1_error"]), 100 * row["robust_accuracy"],
-            100 * row["robust_accuracy_ci95"], row["num_images"], row["seconds_wall"]))
+        print("%s: clean accuracy %.2f%%, robust accuracy %s%% (95%% interval; %d images, %.0f s)" % (
+            name, 100 * (1 - results["clean"]["top1_error"]), format_rate(row["robust_accuracy"], row["num_images"], 2),
+            row["num_images"], row["seconds_wall"]))
     return {"white_box": results, "skipped_images": skipped}
 
 
@@ -242,9 +243,9 @@ def all_or_nothing_job(predictor, paths, labels_path, batch, progress=True, per_
     if per_image:
         save_all_or_nothing_per_image(per_image, truth, per_attacker)
         print("wrote every image's results to %s" % per_image)
-    print("all-or-nothing accuracy over %d attackers: %.2f%% +- %.2f (%d images)" % (
-        len(per_attacker), 100 * res["all_or_nothing_accuracy"], 100 * res["all_or_nothing_ci95"],
-        res["num_images"]))
+    print("all-or-nothing accuracy over %d attackers: %s%% (95%% interval; %d images)" % (
+        len(per_attacker), format_rate(res["all_or_nothing_accuracy"], res["num_images"], 2) if res["num_images"]
+        else "-", res["num_images"]))
     for name, acc in res["per_attacker_accuracy"].items():
         note = ", %d image(s) missing: counted wrong" % missing[name] if missing[name] else ""
         print("  %-30s %.2f%%%s" % (name, 100 * acc, note))

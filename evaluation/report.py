@@ -1,16 +1,18 @@
 """White-box results for people: a plain-text table and the robustness curve (Figs. 6-7)."""
 from attacks.metrics import RATES
 
+from .stats import format_rate
+
 
 def format_table(results, order=None):
     """Plain-text table of white-box results (percentages)."""
     order = order or list(results)
-    lines = ["%-12s %8s %18s %18s %18s" % ("attack", "images", "top-1 error %", "top-5 error %",
-                                           "attack success %")]
+    lines = ["%-12s %8s %22s %22s %22s" % ("attack", "images", "top-1 error % [95%]", "top-5 error % [95%]",
+                                           "attack success % [95%]")]
     for name in order:
         r = results[name]
-        cells = ["%6.2f +- %5.2f" % (100 * r[m], 100 * r[m + "_ci95"]) for m in RATES]
-        lines.append("%-12s %8d %18s %18s %18s" % (name, r["num_images"], *cells))
+        cells = [format_rate(r[m], r["num_images"], 2) for m in RATES]
+        lines.append("%-12s %8d %22s %22s %22s" % (name, r["num_images"], *cells))
     return "\n".join(lines)
 
 
@@ -19,13 +21,15 @@ def plot_curve(results, iters_by_name, path, title):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    pts = sorted((iters_by_name[n], 100 * (1 - r["top1_error"]), 100 * r["top1_error_ci95"])
-                 for n, r in results.items() if iters_by_name.get(n, 0) > 0)
+    pts = sorted((iters_by_name[n], 100 * (1 - r["top1_error"]), 100 * (1 - r["top1_error_ci95"][1]),
+                  100 * (1 - r["top1_error_ci95"][0])) for n, r in results.items() if iters_by_name.get(n, 0) > 0)
     if not pts:
         return None
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    xs, ys, es = zip(*pts)
-    ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3)
+    xs, ys, lows, highs = zip(*pts)
+    # Wilson's 95% interval, asymmetric near 0% and 100%
+    ax.errorbar(xs, ys, yerr=[[y - lo for y, lo in zip(ys, lows)], [hi - y for y, hi in zip(ys, highs)]],
+                marker="o", capsize=3)
     ax.set_xscale("log")
     ax.set_xlabel("attack iterations")
     ax.set_ylabel("accuracy (%)")

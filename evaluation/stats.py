@@ -3,13 +3,15 @@
 A claim such as "non-local denoising beats the baseline" is judged on that pair's own data:
 both models trained with the same S seeds and evaluated on the same N test images, so their
 per-image correctness forms two [S, N] arrays whose rows (seeds) and columns (images) pair up.
-Its uncertainty has two levels, the seeds and the test images (``paired_difference``,
-cross-checked by ``two_level_bootstrap``); no variance is borrowed from other models. The
-claims of a report are corrected together (``holm``); "the two are similar" is shown only by an
-equivalence test against a margin fixed in advance (``equivalence``), never by a
-non-significant difference; ``verdict`` combines them, ``power`` and ``seeds_for_power`` say
-how many seeds a claim needs. ``mcnemar`` and ``wilson_interval`` are the exact tools for one
-evaluation of one model or one pair.
+Its uncertainty has two levels, the seeds and the test images (``paired_difference``; the
+tests check its interval against ``two_level_bootstrap``, which assumes no formula); no variance
+is borrowed from other models. The claims of a report are corrected together (``holm``); "the
+two are similar" is shown only by an equivalence test against a margin fixed in advance
+(``equivalence``), never by a non-significant difference; ``power`` and ``seeds_for_power`` say
+how many seeds a claim needs. ``mcnemar`` compares two evaluations of the same images, and
+every proportion measured on n images (an accuracy, an error rate, an attack's success) gets
+Wilson's interval (``wilson_interval``, ``rate_ci95``, ``format_rate``), which stays inside
+[0, 1] and never collapses to a point at 0% or 100%, as the normal approximation's +-0 does.
 
 Only numpy, scipy and the standard library: the report generator imports this module without
 TensorFlow.
@@ -21,16 +23,6 @@ import numpy as np
 from scipy import stats
 
 Z95 = 1.959963984540054
-
-CLAIMS = ("greater", "less", "similar")
-
-
-def binomial_ci95(rate, n):
-    """Half-width of the normal-approximation 95% confidence interval of a rate measured on
-    ``n`` images (the interval the tables print as +-)."""
-    if n <= 0:
-        return float("nan")
-    return 1.96 * math.sqrt(max(rate * (1.0 - rate), 0.0) / n)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,49 +297,6 @@ def seeds_for_power(effect, sd_seed, se_image, alpha=0.05, target=0.8, max_seeds
     return None
 
 
-def claim_pvalue(diff, claim, margin=None):
-    """The p-value whose smallness supports ``claim``: the two-sided p of the difference for
-    "greater"/"less", the TOST p for "similar". These are what ``holm`` adjusts across a report's
-    claims before ``verdict`` is asked (as its ``p`` / ``p_tost``)."""
-    _check_claim(claim, margin)
-    return equivalence(diff, margin)[1] if claim == "similar" else diff.p
-
-
-def _check_claim(claim, margin):
-    if claim not in CLAIMS:
-        raise ValueError("claim must be one of %s, got %r" % (", ".join(CLAIMS), claim))
-    if claim == "similar" and margin is None:
-        raise ValueError('a "similar" claim needs an equivalence margin fixed in advance')
-
-
-def verdict(diff, claim, alpha=0.05, margin=None, p=None, p_tost=None):
-    """"holds", "contradicted" or "not shown" for ``claim`` about ``diff`` (a minus b):
-    "greater" (a beats b) holds on a significant positive difference and is contradicted by a
-    significant negative one; "less" mirrors it; "similar" holds only if the equivalence test
-    against ``margin`` succeeds, and is contradicted when the difference is significantly
-    beyond the margin (``beyond_margin``), not merely significant with an estimate beyond it.
-    Anything else is "not shown": in particular a non-significant difference does not make two
-    models similar. ``p`` and ``p_tost`` replace ``diff.p`` and the equivalence test's
-    p-value with their Holm-adjusted values (``holm`` over ``claim_pvalue`` of every claim)."""
-    _check_claim(claim, margin)
-    p = diff.p if p is None else p
-    significant = p < alpha
-    if claim == "similar":
-        if p_tost is None:
-            equivalent = equivalence(diff, margin, alpha)[0]
-        else:
-            equivalent = p_tost < alpha
-        if equivalent:
-            return "holds"
-        return "contradicted" if beyond_margin(diff, margin) < alpha else "not shown"
-    sign = 1.0 if claim == "greater" else -1.0
-    if significant and sign * diff.estimate > 0:
-        return "holds"
-    if significant and sign * diff.estimate < 0:
-        return "contradicted"
-    return "not shown"
-
-
 def _as_correct(x):
     """Per-image correctness as a flat bool array; values other than 0/1 are refused rather than
     silently thresholded."""
@@ -387,3 +336,22 @@ def wilson_interval(k, n, confidence=0.95):
     centre = (k + z * z / 2.0) / (n + z * z)
     half = z * math.sqrt(k * (n - k) / n + z * z / 4.0) / (n + z * z)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def rate_ci95(rate, n):
+    """[low, high]: Wilson's 95% interval of a rate measured on ``n`` images (the count is
+    rate * n rounded: every rate here is a count of images over n). JSON-ready."""
+    n = int(n)
+    if n <= 0:
+        return [0.0, 1.0]
+    k = min(max(int(round(float(rate) * n)), 0), n)
+    return list(wilson_interval(k, n))
+
+
+def format_rate(rate, n, digits=1, complement=False):
+    """``rate`` (or 1 - rate with ``complement``: an accuracy from an error rate) as a
+    percentage with its Wilson interval, e.g. "55.3 [52.2, 58.4]"."""
+    low, high = rate_ci95(rate, n)
+    if complement:
+        rate, low, high = 1.0 - rate, 1.0 - high, 1.0 - low
+    return "%.*f [%.*f, %.*f]" % (digits, 100 * rate, digits, 100 * low, digits, 100 * high)

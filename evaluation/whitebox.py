@@ -17,7 +17,7 @@ from model import build_tower
 from nets import FAST
 
 from .session import build_session
-from .stats import binomial_ci95
+from .stats import rate_ci95
 
 tfv1 = tf.compat.v1
 
@@ -46,7 +46,7 @@ class WhiteBoxEvaluator:
         self.sess = build_session(self.graph, params, path)
 
     def run(self, flow, total_batches=None, progress=True, writer=None, per_image=None):
-        """-> dict attacker name -> {metric: rate, num_images, <metric>_ci95}.
+        """-> dict attacker name -> {metric: rate, num_images, <metric>_ci95 (Wilson's [low, high])}.
 
         ``writer`` (an :class:`AdversarialWriter`) also saves every adversarial image;
         ``per_image`` (a :class:`PerImageRecorder`) keeps every image's metrics."""
@@ -78,7 +78,7 @@ class WhiteBoxEvaluator:
             for i, m in enumerate(METRICS):
                 rate = row[i] / max(count, 1)
                 r[m] = rate
-                r[m + "_ci95"] = binomial_ci95(rate, count)
+                r[m + "_ci95"] = rate_ci95(rate, count)
             r["non_finite_images"] = int(round(row[METRICS.index("non_finite_logits")]))
             results[n] = r
         return results

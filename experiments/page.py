@@ -8,6 +8,7 @@ import numpy as np
 
 from core.files import repo_relative
 from evaluation.blackbox import ALL_OR_NOTHING
+from evaluation.stats import format_rate
 
 from . import claims as claims_mod
 from .results import attacker_sets, collect, metric_label
@@ -195,7 +196,7 @@ def autoattack_table(rows, variants):
         row = wb["autoattack"]
         names = list(row["members"])
         out.append([v.name, str(seed), "%.1f" % (100 * (1 - wb["clean"]["top1_error"])),
-                    "%.1f ± %.1f" % (100 * row["robust_accuracy"], 100 * row["robust_accuracy_ci95"])] +
+                    format_rate(row["top1_error"], row["num_images"], complement=True)] +
                    ["%d (%.0f s)" % (m["removed"], m["seconds"]) for m in row["members"].values()] +
                    ["%.0f" % doc["white_box"]["autoattack"].get("seconds_wall", sum(
                        m["seconds"] for m in row["members"].values()))])

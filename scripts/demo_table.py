@@ -3,6 +3,12 @@ import json
 import os
 import sys
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from evaluation.stats import format_rate  # noqa: E402
+
 # (file, images): clean and PGD-10 on the first 2000 test images; PGD-10 and PGD-100 again on
 # the first 500, where the drop from PGD-10 to PGD-100 is measured on the same images.
 PARTS = (("eval-pgd10.json", 2000), ("eval-500.json", 500))
@@ -21,7 +27,7 @@ def main(out):
                 arch = doc["arch"]
         if results:
             rows.append((name, arch, results))
-    print("\nFashion-MNIST, targeted PGD at epsilon 25.5/255 (accuracy = 100 - top-1 error; +- 95% CI)")
+    print("\nFashion-MNIST, targeted PGD at epsilon 25.5/255 (accuracy = 100 - top-1 error; [Wilson 95% interval])")
     print("%-10s %-20s %-22s %-30s %-14s" % ("model", "clean acc %", "PGD-10 acc % (succ %)",
                                              "first 500: PGD-10 -> PGD-100", "denoising"))
     for name, arch, r in rows:
@@ -35,7 +41,8 @@ def main(out):
                 return "-"
             acc, res = v
             if ci:
-                return "%.1f +- %.1f (n=%d)" % (acc, 100 * res["top1_error_ci95"], res["num_images"])
+                return "%s (n=%d)" % (format_rate(res["top1_error"], res["num_images"], complement=True),
+                                      res["num_images"])
             return "%.1f (%.1f)" % (acc, 100 * res["attack_success"]) if success else "%.1f" % acc
         first, second = PARTS[0][0], PARTS[1][0]
         same = "%s -> %s" % (cell(second, "pgd10"), cell(second, "pgd100"))

@@ -142,7 +142,8 @@ def _load(path):
 
 
 def _acc(r):
-    return "-" if not r else "%s +- %s" % (pct(1 - r["top1_error"]), pct(r["top1_error_ci95"]))
+    from evaluation.stats import format_rate
+    return "-" if not r else format_rate(r["top1_error"], r["num_images"], complement=True)
 
 
 PAGE = """# How robust the demo's models are: the paper's protocol, AutoAttack and the audit
