@@ -7,6 +7,7 @@ all-or-nothing criterion (Sec. 6.2), and export for competition submission.
     horovodrun -np 16 python eval.py --load X101-DenoiseAll.npz --data /imagenet --attack-iter 1000
     python eval.py --load model.npz --eval-directory adv/ --prediction-file predictions.txt
     python eval.py --load model.npz --export-frozen model.pb
+    python eval.py --load model.npz --export-onnx model.onnx
 
 The architecture is read from the checkpoint (nets/infer.py) unless flags are given; every
 other default comes from the preset (``--preset``, config/presets.py).
@@ -96,6 +97,9 @@ def parse_args(argv=None):
     g.add_argument("--labels", default=None, help="'filename,label' (or 'filename label') true labels")
     g = p.add_argument_group("export")
     g.add_argument("--export-frozen", default=None, help="frozen GraphDef (.pb): input:0 -> logits:0")
+    g.add_argument("--export-onnx", default=None, metavar="FILE.onnx",
+                   help="ONNX model (tf2onnx, opset 15): input float32 BGR 0..255 [N,S,S,C] -> logits, to run it and "
+                        "the reference AutoAttack in PyTorch (docs/ROBUSTNESS.md); needs pip install -e '.[onnx]'")
     g.add_argument("--export-savedmodel", default=None, help="SavedModel directory (serving_default)")
     g.add_argument("--export-input-dtype", choices=("uint8", "float32"), default="uint8")
     args = p.parse_args(argv)
@@ -145,7 +149,8 @@ def check_job_flags(args):
 
 
 def black_box_mode(args):
-    return bool(args.eval_directory or args.all_or_nothing or args.export_frozen or args.export_savedmodel)
+    return bool(args.eval_directory or args.all_or_nothing or args.export_frozen or args.export_savedmodel
+                or args.export_onnx)
 
 
 def choose_dataset(args, recorded, needed):
@@ -187,7 +192,7 @@ def resolve_arch(args, params, recorded_arch, preset):
 
 
 OUTPUTS = ("json_out", "plot_out", "per_image", "prediction_file", "logits_file", "export_frozen",
-           "export_savedmodel", "save_adversarial")
+           "export_savedmodel", "export_onnx", "save_adversarial")
 OUTPUT_DIRECTORIES = ("--export-savedmodel", "--save-adversarial")
 INPUTS = ("load", "data", "labels", "eval_directory", "all_or_nothing", "audit_transfer")
 
@@ -199,6 +204,11 @@ def check_paths(args):
     flag = lambda name: "--" + name.replace("_", "-")  # noqa: E731
     check_outputs([(flag(n), getattr(args, n)) for n in OUTPUTS],
                   [(flag(n), getattr(args, n)) for n in INPUTS if getattr(args, n)], OUTPUT_DIRECTORIES)
+    if args.export_onnx:
+        from evaluation.predictor import onnx_missing
+        missing = onnx_missing()
+        if missing:
+            raise PathError(missing)
     if args.export_savedmodel and os.path.exists(args.export_savedmodel):
         raise PathError("--export-savedmodel %s exists: SavedModel export needs a new directory" %
                         args.export_savedmodel)
@@ -270,6 +280,11 @@ def run(args):
     if black_box:
         predictor = jobs.make_predictor(arch, params, args.load, args.export_input_dtype)
         jobs.export(predictor, args.export_frozen, args.export_savedmodel, args.export_input_dtype)
+        if args.export_onnx:
+            # ONNX takes float32 images (a PyTorch attacker differentiates through them)
+            onnx_predictor = predictor if args.export_input_dtype == "float32" else \
+                jobs.make_predictor(arch, params, args.load, "float32")
+            jobs.export_onnx(onnx_predictor, args.export_onnx)
         batch = args.batch or (preset.predict_batch if preset else 32)
         skipped = 0
         if args.eval_directory:

@@ -18,7 +18,7 @@ from data.images import SkippedFiles
 from data.labels import format_labels, read_labels, write_labels
 
 from .blackbox import all_or_nothing, save_all_or_nothing_per_image
-from .predictor import Predictor
+from .predictor import ONNX_OPSET, Predictor
 from .records import AdversarialWriter, PerImageRecorder
 from .report import format_table, plot_curve
 from .stats import format_rate
@@ -262,6 +262,13 @@ def export(predictor, frozen=None, savedmodel=None, input_dtype="uint8"):
     if savedmodel:
         predictor.export_savedmodel(savedmodel)
         print("wrote SavedModel %s (signature serving_default: image -> logits, probabilities, classes)" % savedmodel)
+
+
+def export_onnx(predictor, path):
+    arch = predictor.arch
+    predictor.export_onnx(path)
+    print("wrote ONNX model %s (input float32 BGR 0..255 [N,%d,%d,%d] NHWC -> logits; opset %d)" % (
+        path, arch.image_size, arch.image_size, arch.image_channels, ONNX_OPSET))
 
 
 def make_predictor(arch, params, path, input_dtype="uint8"):

@@ -132,8 +132,11 @@ def two_level_bootstrap(a, b, reps=2000, seed=0, confidence=0.95):
     with replacement, applied to every seed: the test images are shared by all seeds (and both
     models), so their sampling noise is common to them and must be drawn once (the two-stage
     resampling of hierarchical data, Davison & Hinkley 1997, "Bootstrap methods and their
-    application"). Not used for verdicts: with 3 to 6 seeds the seed level of a bootstrap is
-    too coarse (a percentile interval ignores that the seed variance is itself estimated)."""
+    application"). Resampling both factors counts the seed x image interaction three times
+    (Owen 2007, "The pigeonhole bootstrap", Ann. Appl. Stat. 1:386-411): its variance exceeds
+    ``crossed_variance``'s by about 2 MS_residual / (S N), which the tests use to check the
+    analytic variance. Not used for verdicts: with 3 to 6 seeds the seed level of a bootstrap
+    is too coarse (a percentile interval ignores that the seed variance is itself estimated)."""
     a, b = _paired_rows(a, b)
     seeds, images = a.shape
     d = a - b

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one set-up step of README's commands and of CI.
 #
-#   bash scripts/setup.sh [--gpu | --cpu] [--python PATH] [--venv DIR]
+#   bash scripts/setup.sh [--gpu | --cpu] [--python PATH] [--venv DIR] [--with EXTRA]
 #   bash scripts/setup.sh --find-python       # print the interpreter it would use, and stop
 #   bash scripts/setup.sh --list-pythons      # every supported interpreter found, one per line
 #   bash scripts/setup.sh --venv-only         # create the virtual environment (step 1), and stop
@@ -21,7 +21,8 @@
 # come as wheels; README names the driver needed). The choice is remembered, so demo.sh and
 # test.sh (which pass no options) keep it; --cpu switches back.
 # The environment variables FDENOISE_PYTHON and FDENOISE_VENV do what --python and --venv do
-# (demo.sh and test.sh pass them through).
+# (demo.sh and test.sh pass them through). --with EXTRA also installs an optional extra of
+# setup.cfg (onnx: eval.py --export-onnx; test.sh asks for it).
 set -euo pipefail
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 
@@ -31,6 +32,7 @@ WANT_PY="${FDENOISE_PYTHON:-}"
 FMNIST_DIR="/usr/share/datasets/fashion-mnist"
 GPU=""
 MODE=setup
+EXTRAS=()
 # Python versions the pinned stack supports (setup.cfg's python_requires says the same).
 PY_MIN=9
 PY_MAX=12
@@ -45,8 +47,10 @@ while [ $# -gt 0 ]; do
     --find-python) MODE=find; shift ;;
     --list-pythons) MODE=list; shift ;;
     --venv-only) MODE=venv; shift ;;
+    --with) [ $# -ge 2 ] || { echo "setup: --with needs an extra of setup.cfg (onnx)" >&2; exit 2; }
+            EXTRAS+=("$2"); shift 2 ;;
     -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
-    *) echo "setup: unknown option '$1' (valid: --gpu, --cpu, --python PATH, --venv DIR, --find-python, --list-pythons, --venv-only)" >&2
+    *) echo "setup: unknown option '$1' (valid: --gpu, --cpu, --python PATH, --venv DIR, --with EXTRA, --find-python, --list-pythons, --venv-only)" >&2
        exit 2 ;;
   esac
 done
@@ -236,6 +240,29 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
 else
   step "2/5 pinned dependencies already installed"
 fi
+
+# optional extras (--with), each pinned in setup.cfg's [options.extras_require]
+for extra in ${EXTRAS[@]+"${EXTRAS[@]}"}; do
+  EXTRA_PINS="$("$PY" - "$ROOT/setup.cfg" "$extra" <<'PYEOF'
+import configparser, sys
+cfg = configparser.ConfigParser()
+cfg.read(sys.argv[1])
+extras = cfg["options.extras_require"]
+if sys.argv[2] not in extras:
+    sys.exit("setup: --with %s: no such extra in setup.cfg (valid: %s)" % (sys.argv[2], ", ".join(extras)))
+print(" ".join(line.split("#")[0].strip() for line in extras[sys.argv[2]].strip().splitlines() if line.strip()))
+PYEOF
+)" || exit 2
+  EXTRA_STAMP="$VENV/.extra-$extra-stamp"
+  if [ ! -f "$EXTRA_STAMP" ] || [ "$(cat "$EXTRA_STAMP")" != "$EXTRA_PINS" ]; then
+    step "2/5 installing the $extra extra: $EXTRA_PINS"
+    # shellcheck disable=SC2086
+    pip_quiet install -q $EXTRA_PINS "numpy>=1.23,<2" || fail "2/5 pip install of the $extra extra"
+    echo "$EXTRA_PINS" > "$EXTRA_STAMP"
+  else
+    step "2/5 the $extra extra already installed"
+  fi
+done
 
 # ---- 3. Horovod, built against this TensorFlow ----------------------------------
 # On GPU machines with NCCL, Horovod's GPU allreduce should use it (Goyal et al.'s recipe is
