@@ -147,8 +147,8 @@ def render(out, args, machine, commit):
         audit_limit=args.audit_limit, eps=EPSILON, l2=L2_EPSILON, l2_unit=L2_EPSILON / 255.0,
         wall="\n".join("- %s, %s: %s" % (m, b, w) for (m, b), w in sorted(wall.items())),
         ranks="\n".join(ranks_line) or "- (not run yet)", below="\n".join(below) or "- (not run yet)",
-        eps_unit=EPSILON / 255.0, audits="\n".join(audits) or "- (not run yet)", versions="\n".join(versions) if version_rows else
-        "(not run yet)", versions_limit=args.versions_limit,
+        eps_unit=EPSILON / 255.0, audits="\n".join(audits) or "- (not run yet)",
+        versions="\n".join(versions) if version_rows else "(not run yet)", versions_limit=args.versions_limit,
         machine=machine, commit=commit)
     atomic_write(os.path.join(args.docs, "ROBUSTNESS.md"), lambda f: f.write(text), mode="w")
 
