@@ -16,9 +16,13 @@ import argparse
 import os
 import sys
 
+# the exit status of an audit that ran and found a failing check (bad input is 2)
+AUDIT_FAILED = 3
+
 
 def parse_args(argv=None):
     from attacks import AA_VERSIONS
+    from evaluation.audit import MIN_AUDIT_IMAGES
     from config.flags import (DATASETS, OneLineArgumentParser, add_arch_flags, add_attack_flags, add_preset_flags,
                               iteration_list, positive_int, seed_int)
     p = OneLineArgumentParser(description=__doc__.split("\n\n")[0],
@@ -68,7 +72,9 @@ def parse_args(argv=None):
     g.add_argument("--audit", action="store_true",
                    help="run the audit's checks on the first --limit images (epsilon sweep, iterations and restarts, "
                         "Square and transfer against white-box, finite gradients, BPDA per denoising op, determinism) "
-                        "and write pass/fail with a line per check to --json-out")
+                        "and write pass/fail with a line per check to --json-out; exit status 3 if a check fails "
+                        "(fewer than %d images fail them all: its paired tests cannot detect anything below)"
+                        % MIN_AUDIT_IMAGES)
     g.add_argument("--audit-iter", type=positive_int, default=None,
                    help="the audit's attack iterations (default 100; at least 2: it compares a run of half as many)")
     g.add_argument("--audit-queries", type=positive_int, default=None,
@@ -133,8 +139,16 @@ def check_job_flags(args):
     if args.audit:
         refuse(_given(args, [n for n in WHITE_BOX_ONLY if n != "untargeted"]), "--audit (it runs its own attacks: "
                "APGD-CE, PGD with restarts, Square, BPDA)", "drop them, or run them as a separate eval.py command")
+        if args.audit_iter is not None and args.audit_iter < 2:
+            sys.stderr.write("eval.py: error: --audit-iter %d: the audit compares its attack with a run of a tenth as "
+                             "many iterations, so it needs at least 2: pass --audit-iter 2 or more (default 100)\n"
+                             % args.audit_iter)
+            sys.exit(2)
         return
     if black_box_mode(args):
+        refuse(_given(args, [n for n in WHITE_BOX_ONLY if n != "per_image"]),
+               "black-box prediction and export (no attack runs)", "drop them, or run the attack as a separate "
+               "eval.py command")
         return
     attack = args.attack or "pgd"
     if attack != "autoattack":
@@ -237,6 +251,12 @@ def main(argv=None):
     except Interrupted as e:
         print("eval.py: %s; no output file was left half-written: run the same command again" % e, file=sys.stderr)
         return e.status
+    except OSError as e:
+        # a full disk or a failing file system: outputs written before are whole (atomic writes)
+        print("eval.py: error: could not write %s (%s): it was not written, and the outputs written before it are "
+              "intact; the results printed above are complete: free disk space (or fix the directory) and run the "
+              "same command again" % (e.filename or "an output", e.strerror or e), file=sys.stderr)
+        return 2
 
 
 def run(args):
@@ -255,6 +275,7 @@ def run(args):
     from model import checkpoint
 
     rank, size = rank_and_size()
+    status = 0
     black_box = black_box_mode(args)
     if args.per_image and black_box and not args.all_or_nothing:
         raise DataError("--per-image is for white-box or --all-or-nothing evaluation: for black-box "
@@ -300,28 +321,30 @@ def run(args):
         out["skipped_images"] = skipped
     elif args.audit:
         from config.flags import attack_epsilon
-        from evaluation.audit import Audit, transfer_correct
+        from evaluation.audit import Audit, first_images, transfer_correct
         seed = or_preset(args.seed, preset, "eval_seed")
         source = data.open_dataset(dataset, args.data, fake=args.fake, max_pixels=args.max_image_pixels,
                                    validation=args.validation or 0)
         batch = args.batch or preset.eval_batch
         transfer = None
+        epsilon = attack_epsilon(args, preset)
         if args.audit_transfer:
+            # every set checked before the audit's long work (same images, same ball)
+            clean, clean_labels = first_images(source, args.limit, batch)
             predictor = jobs.make_predictor(arch, params, args.load)
-            transfer = {}
-            for key, path in zip(jobs.attacker_keys(args.audit_transfer), args.audit_transfer):
-                for name, correct in transfer_correct(predictor, path, None, batch).items():
-                    # an .npz holds one set per attack: name them inside their file's key
-                    transfer["transfer:" + (key + name[name.index("/"):] if path.endswith(".npz") else key)] = correct
-        audit = Audit(arch, params, args.load, source, batch, args.limit, args.norm, attack_epsilon(args, preset),
+            transfer = transfer_correct(predictor, args.audit_transfer, jobs.attacker_keys(args.audit_transfer), clean,
+                                        clean_labels, args.norm, epsilon, batch)
+        audit = Audit(arch, params, args.load, source, batch, args.limit, args.norm, epsilon,
                       seed=seed, iterations=args.audit_iter, queries=args.audit_queries, progress=progress)
         res = audit.run(transfer)
         out["audit"] = res
         out["skipped_images"] = source.skipped.num_files
         if rank == 0:
-            for check in res["checks"].values():
-                print(check["verdict"])
+            for verdict in dict.fromkeys(c["verdict"] for c in res["checks"].values()):     # once each
+                print(verdict)
             print("audit: %s" % ("every check passed" if res["passed"] else "FAILED (see above)"))
+        if not res["passed"]:
+            status = AUDIT_FAILED
     elif args.attack == "autoattack":
         from attacks import autoattack_members
         from config.flags import FlagError, attack_epsilon, check_member_flags
@@ -338,7 +361,7 @@ def run(args):
         members = autoattack_members(version, args.norm, attack_epsilon(args, preset), attacked[0],
                                      args.square_queries or STANDARD_QUERIES, per_image_seed=seed,
                                      restarts=args.restarts, eot=args.eot, attacks=aa_attacks,
-                                     precision=args.attack_precision)
+                                     precision=args.attack_precision, num_classes=arch.num_classes)
         if args.square_queries and "square" not in members:
             raise FlagError("--square-queries: the %s version has no Square member: drop it" % version)
         source = data.open_dataset(dataset, args.data, fake=args.fake, max_pixels=args.max_image_pixels,
@@ -354,7 +377,8 @@ def run(args):
         for n in iterations(args.attack_iter or default):
             name = "clean" if n == 0 else "%s%d" % (args.attack, n)
             attackers[name] = attacker_from_args(args, preset, n, restarts=(args.restarts or 1) if n else 1,
-                                                 seed=seed, per_image_seed=seed, precision_flags=True)
+                                                 seed=seed, per_image_seed=seed, precision_flags=True,
+                                                 num_classes=arch.num_classes)
             iters_by_name[name] = n
         source = data.open_dataset(dataset, args.data, fake=args.fake, max_pixels=args.max_image_pixels,
                                    validation=args.validation or 0)
@@ -367,7 +391,7 @@ def run(args):
               file=sys.stderr)
     if args.json_out and rank == 0:
         write_json(args.json_out, out)
-    return 0
+    return status
 
 
 if __name__ == "__main__":

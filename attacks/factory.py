@@ -2,7 +2,7 @@
 threat model, draws, precision and attack objects."""
 import math
 
-from .apgd import TARGETS, APGDAttacker
+from .apgd import TARGETS, APGDAttacker, default_targets
 from .base import NoAttack
 from .draws import Draws
 from .fab import FABAttacker
@@ -51,10 +51,20 @@ NO_RANDOM_START = ("fgsm", "ifgsm", "mifgsm")
 
 
 def make_member(kind, num_iter=STANDARD_ITERATIONS, epsilon=16.0, norm="linf", per_image_seed=0,
-                queries=STANDARD_QUERIES, targets=TARGETS, restarts=1, precision="fp32", eot=1, in_ensemble=False):
+                queries=STANDARD_QUERIES, targets=TARGETS, restarts=1, precision="fp32", eot=1, in_ensemble=False,
+                num_classes=None):
     """One AutoAttack member: apgd-ce | apgd-dlr | apgd-t | fab | fab-t | square. ``eot``: the
     gradient averaged over that many draws (gradient members only); ``in_ensemble``: Square's
-    window schedule as AutoAttack runs it (unrescaled), else rescaled to the budget."""
+    window schedule as AutoAttack runs it (unrescaled), else rescaled to the budget;
+    ``num_classes`` (when known): the targets of APGD-T and FAB-T are at most the other classes,
+    and APGD-T is refused below 4 classes."""
+    if num_classes is not None and kind in ("apgd-t", "fab-t"):
+        if kind == "apgd-t" and num_classes < 4:
+            raise AttackError("APGD-T's targeted DLR loss divides by z_pi1 - (z_pi3 + z_pi4) / 2, the 1st, 3rd and "
+                              "4th highest logits, so it needs at least 4 classes; this model has %d: %s" % (
+                                  num_classes, "use --aa-version custom --aa-attacks apgd-ce,fab-t,square"
+                                  if in_ensemble else "use --attack apgd-ce or fab-t"))
+        targets = default_targets(num_classes, targets)
     threat = make_threat(norm, epsilon)
     draws = Draws(per_image_seed, per_image=True)
     if kind == "square":
@@ -76,7 +86,7 @@ def make_member(kind, num_iter=STANDARD_ITERATIONS, epsilon=16.0, norm="linf", p
 
 def autoattack_members(version="standard", norm="linf", epsilon=16.0, num_iter=STANDARD_ITERATIONS,
                        queries=STANDARD_QUERIES, per_image_seed=0, restarts=None, eot=None, attacks=None,
-                       precision="fp32"):
+                       precision="fp32", num_classes=None):
     """AutoAttack's ``version`` (standard | plus | rand | custom with ``attacks``), name ->
     attacker, in the order they run. ``restarts`` replaces the restarts of APGD-CE, APGD-DLR and
     FAB in "plus" and "custom" (the other versions run them once by definition: refused);
@@ -113,13 +123,13 @@ def autoattack_members(version="standard", norm="linf", epsilon=16.0, num_iter=S
         if kind != "square":
             settings["eot"] = settings.get("eot", 1) if eot is None else eot
         members[kind] = make_member(kind, num_iter, epsilon, norm, per_image_seed, queries, precision=precision,
-                                    in_ensemble=True, **settings)
+                                    in_ensemble=True, num_classes=num_classes, **settings)
     return members
 
 
 def make_attacker(kind="pgd", num_iter=10, epsilon=16.0, step_size=1.0, targeted=True, loss="xent",
                   prob_start_from_clean=0.0, restarts=1, seed=None, precision="fp32", loss_scale=None, xla=False,
-                  per_image_seed=None, norm="linf", eot=1):
+                  per_image_seed=None, norm="linf", eot=1, num_classes=None):
     """``num_iter == 0`` is the clean evaluation. ``seed``: the op seed of training's stateful
     draws; ``per_image_seed``: evaluation's stateless per-image draws (attacks/draws.py).
     ``precision``, ``loss_scale``, ``xla``: the attack iterations (attacks/precision.py);
@@ -129,7 +139,7 @@ def make_attacker(kind="pgd", num_iter=10, epsilon=16.0, step_size=1.0, targeted
             return NoAttack(targeted=False, draws=Draws(per_image_seed or 0, per_image=True))
         # Square's strength is its query budget; alone, its schedule is rescaled to it
         return make_member(kind, num_iter, epsilon, norm, 0 if per_image_seed is None else per_image_seed,
-                           queries=num_iter, restarts=restarts, precision=precision, eot=eot)
+                           queries=num_iter, restarts=restarts, precision=precision, eot=eot, num_classes=num_classes)
     if kind not in ATTACKERS:
         raise AttackError("unknown attack %r; valid: %s" % (kind, ", ".join(ALL_ATTACKS)))
     draws = Draws(per_image_seed, per_image=True) if per_image_seed is not None else Draws(seed)

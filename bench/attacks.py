@@ -10,7 +10,6 @@
     python -m bench.attacks --load runs/demo/denoise/model-final.npz --json-out docs/bench/attacks.json \\
         --markdown docs/PERFORMANCE-ATTACKS.md
 """
-import argparse
 import os
 import sys
 import time
@@ -120,23 +119,37 @@ def art_classifier(predictor):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from config.flags import OneLineArgumentParser, positive_int
+    p = OneLineArgumentParser(prog="python -m bench.attacks", description=__doc__.split("\n\n")[0])
     p.add_argument("--load", default=os.path.join(REPO, "runs", "demo", "denoise", "model-final.npz"))
-    p.add_argument("--images", type=int, default=100)
-    p.add_argument("--iterations", type=int, default=20)
-    p.add_argument("--queries", type=int, default=200)
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--images", type=positive_int, default=100)
+    p.add_argument("--iterations", type=positive_int, default=20)
+    p.add_argument("--queries", type=positive_int, default=200)
+    p.add_argument("--repeats", type=positive_int, default=2)
     p.add_argument("--json-out", default=None)
     p.add_argument("--markdown", default=None)
     args = p.parse_args(argv)
 
+    from core.files import PathError, check_outputs
+    from model import checkpoint
+    try:
+        check_outputs([("--json-out", args.json_out), ("--markdown", args.markdown)], [("--load", args.load)])
+        if not os.path.exists(args.load):
+            raise PathError("--load %s does not exist: pass a model (bash scripts/demo.sh trains the default one)"
+                            % args.load)
+        params, recorded = checkpoint.read_checkpoint(args.load)
+    except (PathError, checkpoint.CheckpointError) as e:
+        print("python -m bench.attacks: error: %s" % e, file=sys.stderr)
+        return 2
+    return run(args, params, recorded)
+
+
+def run(args, params, recorded):
     from attacks import make_attacker
     from core.files import atomic_write, write_json
     from core.provenance import git_commit, machine_info, machine_label
     from evaluation.predictor import Predictor
-    from model import checkpoint
     from nets.infer import infer_arch
-    params, recorded = checkpoint.read_checkpoint(args.load)
     arch, _ = infer_arch({k: list(v.shape) for k, v in params.items()}, recorded)
     images, labels = _images(args.images)
     n, k, q, eps = len(labels), args.iterations, args.queries, 25.5

@@ -210,8 +210,7 @@ def add_attack_flags(parser, evaluation=False):
     """``evaluation``: eval.py also offers AutoAttack and its members (train.py trains with
     the paper's attacks)."""
     g = parser.add_argument_group("attack (attacks/)")
-    g.add_argument("--attack", choices=ALL_ATTACKS if evaluation else tuple(ATTACKERS),
-                   default=None if evaluation else "pgd",
+    g.add_argument("--attack", choices=ALL_ATTACKS if evaluation else tuple(ATTACKERS), default=None,
                    help="pgd (the paper's), fgsm, ifgsm, mifgsm" + (
                        "; AutoAttack's members apgd-ce, apgd-dlr, apgd-t, fab, fab-t, square (each untargeted; "
                        "Square's strength is its query budget, its window schedule rescaled to it as in the Square "
@@ -265,7 +264,7 @@ def attack_step(args, preset, num_iter):
 
 
 def attacker_from_args(args, preset, num_iter, prob_start_from_clean=0.0, restarts=1, seed=None,
-                       precision_flags=False, per_image_seed=None):
+                       precision_flags=False, per_image_seed=None, num_classes=None):
     """``precision_flags``: apply --attack-precision/--attack-loss-scale/--attack-xla (train.py's
     training attacker, eval.py's attackers); otherwise an fp32 attack without XLA.
     ``per_image_seed``: evaluations' stateless per-image draws (attacks/draws.py)."""
@@ -283,7 +282,7 @@ def attacker_from_args(args, preset, num_iter, prob_start_from_clean=0.0, restar
             raise FlagError("--attack square uses no gradient: --eot applies to gradient attacks, drop it")
         return make_attacker(args.attack, num_iter=num_iter, epsilon=eps, step_size=None, norm=args.norm,
                              targeted=False, restarts=restarts, per_image_seed=0 if per_image_seed is None
-                             else per_image_seed, precision=args.attack_precision, eot=eot)
+                             else per_image_seed, precision=args.attack_precision, eot=eot, num_classes=num_classes)
     step = attack_step(args, preset, num_iter)
     if num_iter > 0:                 # a clean evaluation takes no step
         check_step_size(args.attack_step_size, step, eps, preset)

@@ -35,11 +35,14 @@ def atomic_write(path, write_fn, mode="wb"):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError) and e.errno is not None:
+            # name the file the caller asked for, not the temporary one
+            raise OSError(e.errno, e.strerror or str(e), path) from e
         raise
 
 
@@ -107,8 +110,37 @@ def check_outputs(outputs, inputs=(), directories=()):
         if not os.access(parent, os.W_OK | os.X_OK):
             raise PathError("%s %s cannot be written (no write permission in %s): pass a path you can write" % (
                 flag, path, parent))
+        probe_writable(parent, flag, path)
         if os.path.exists(path) and not os.access(path, os.W_OK):
             raise PathError("%s %s is not writable: pass a path you can write" % (flag, path))
+    given = [(flag, path) for flag, path in outputs if path]
+    for i, (flag, path) in enumerate(given):
+        for flag2, path2 in given[i + 1:]:
+            if _same(path, path2):
+                raise PathError("%s and %s are both %s: each output needs a path of its own" % (flag, flag2, path))
+        for flag2, path2 in given:
+            if flag2 in directories and flag2 != flag and _inside(path, path2):
+                raise PathError("%s %s is inside %s %s, the set this run writes: pass a path outside it" % (
+                    flag, path, flag2, path2))
+
+
+def probe_writable(directory, flag, path):
+    """A file can be created in ``directory`` (the nearest existing parent of an output):
+    permissions say yes in pseudo file systems (/proc) and to root everywhere, where creating
+    one still fails. The probe file is removed at once."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".probe-", dir=directory)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise PathError("%s %s cannot be written (%s in %s): pass a path you can write" % (
+            flag, path, e.strerror or e, directory))
+
+
+def _inside(path, directory):
+    """True if ``path`` lies under ``directory`` (after symlinks; neither need exist yet)."""
+    path, directory = os.path.realpath(path), os.path.realpath(directory)
+    return os.path.commonpath([path, directory]) == directory and path != directory
 
 
 def repo_relative(path):

@@ -43,6 +43,10 @@ SWEEP = (0.5, 1.0, 2.0, 4.0, 8.0)
 SWEEP_FLOOR = 0.02
 ZERO_GRADIENT_SHARE = 0.01
 DETERMINISM_TOLERANCE = 1e-5
+# The fewest images on which the paired tests can reject at ALPHA: McNemar's exact test of n
+# images all broken by one attack only has p = 2 / 2^n, below 0.05 from n = 6. On fewer, no
+# check could fail whatever the model, so none may pass.
+MIN_AUDIT_IMAGES = next(n for n in range(1, 100) if 2.0 / 2 ** n < ALPHA)
 
 
 def whole_range(norm, arch):
@@ -199,7 +203,16 @@ class Audit:
 
     def run(self, transfer=None):
         """-> {"checks": {name: {passed, verdict, ...}}, "passed": all passed (not applicable ones
-        aside)}."""
+        aside)}. On fewer than MIN_AUDIT_IMAGES images every check fails as "not enough images"."""
+        count = self.source.num_eval(self.limit)
+        if count < MIN_AUDIT_IMAGES:
+            line = ("not enough images: %d, and the audit's paired tests cannot detect anything on fewer than %d: "
+                    "pass --limit %d or more" % (count, MIN_AUDIT_IMAGES, MIN_AUDIT_IMAGES))
+            if self.rank == 0:
+                print("eval.py: warning: %s" % line)
+            checks = {name: _check(False, line, images=count) for name in CHECKS}
+            return {"checks": checks, "passed": False, "epsilon": self.epsilon, "norm": self.norm,
+                    "iterations": self.iterations, "square_queries": self.queries}
         checks = {"epsilon_sweep": self.epsilon_sweep()}
         iters = self.iterations_and_restarts()
         checks["iterations_and_restarts"] = iters
@@ -211,6 +224,9 @@ class Audit:
         verdicts = [c["passed"] for c in checks.values() if c["passed"] is not None]
         return {"checks": checks, "passed": all(verdicts), "epsilon": self.epsilon, "norm": self.norm,
                 "iterations": self.iterations, "square_queries": self.queries}
+
+
+CHECKS = ("epsilon_sweep", "iterations_and_restarts", "black_box", "gradients", "determinism", "bpda")
 
 
 def _significantly_more_correct(stronger, weaker):
@@ -225,24 +241,112 @@ def _check(passed, line, **details):
                 line)
 
 
-def transfer_correct(predictor, path, labels, batch):
-    """{set: bool [N]} of a --save-adversarial set predicted by ``predictor``, against its
-    labels, in the order of the labels' names: a directory (000000.png ..., labels.txt beside
-    it) or an .npz (every images/<attack> array in it, labels inside). -> {name: bool [N]}."""
+def _set_images(path):
+    """[(name, images uint8 [N, S, S, C], labels [N] or None)] of one --save-adversarial set:
+    an .npz (every images/<attack> array, its labels inside) or one attack's directory of
+    000000.png ... (labels.txt beside it, in the set's top directory). A one-line DataError
+    naming --audit-transfer for anything else."""
     import os
 
-    from .jobs import attacker_sets, predict_set, read_labels, sets_labels
-    from data.images import SkippedFiles
-    if labels is not None:
-        truth = read_labels(labels)
-    elif str(path).endswith(".npz"):
-        truth = sets_labels([path])
+    import cv2
+
+    from data.errors import DataError
+    from data.labels import read_labels
+    what = "pass a set written by eval.py --save-adversarial: one attack's directory (DIR/<attack>) or FILE.npz"
+    if not os.path.exists(path):
+        raise DataError("--audit-transfer %s does not exist: %s" % (path, what))
+    if os.path.isfile(path):
+        if not str(path).endswith(".npz"):
+            raise DataError("--audit-transfer %s is not an .npz set: %s" % (path, what))
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as e:
+            raise DataError("--audit-transfer %s cannot be read as an .npz (%s): %s" % (path, e, what))
+        sets = sorted(k for k in arrays if k.startswith("images/"))
+        if not sets or "labels" not in arrays:
+            raise DataError("--audit-transfer %s holds no images/<attack> arrays with their labels: %s" % (path, what))
+        return [(k.split("/", 1)[1], arrays[k], arrays["labels"]) for k in sets]
+    entries = sorted(os.listdir(path))
+    pngs = [e for e in entries if e.endswith(".png")]
+    if not pngs:
+        inner = [e for e in entries if os.path.isdir(os.path.join(path, e))]
+        if inner and os.path.exists(os.path.join(path, "labels.txt")):
+            raise DataError("--audit-transfer %s is a set's top directory: pass one attack's directory in it (%s)"
+                            % (path, ", ".join(os.path.join(path, e) for e in inner[:3])))
+        raise DataError("--audit-transfer %s holds no .png images: %s" % (path, what))
+    labels_file = os.path.join(os.path.dirname(os.path.abspath(path)), "labels.txt")
+    truth = read_labels(labels_file) if os.path.exists(labels_file) else None
+    images = []
+    for name in pngs:
+        image = cv2.imread(os.path.join(path, name), cv2.IMREAD_UNCHANGED)
+        if image is None:
+            raise DataError("--audit-transfer %s: %s cannot be read as an image: pass a set written by eval.py "
+                            "--save-adversarial" % (path, name))
+        images.append(image if image.ndim == 3 else image[:, :, None])
+    labels = np.array([truth[n] for n in pngs], np.int64) if truth and all(n in truth for n in pngs) else None
+    return [(os.path.basename(os.path.normpath(path)), np.stack(images), labels)]
+
+
+def check_transfer_set(path, name, images, labels, clean, clean_labels, norm, epsilon):
+    """A transfer set is comparable with the audit's white-box attacks only if it was made
+    from the same first images within the same ball: at least as many images as the audit's,
+    the same labels, and every image within ``epsilon`` (0..255 scale, under ``norm``) of the
+    audit's clean image of that index (the set's pixels were rounded to integers:
+    ``records.quantize_adversarial``). A set from other images is far from them all; one made
+    at a larger epsilon is beyond the ball. One-line DataError otherwise."""
+    from data.errors import DataError
+    n = len(clean)
+    where = "--audit-transfer %s%s" % (path, "" if str(path).endswith(name) else " (%s)" % name)
+    if len(images) < n:
+        raise DataError("%s holds %d images; the audit runs on the first %d (--limit): craft the set on at least as "
+                        "many of the same images" % (where, len(images), n))
+    if images.shape[1:] != clean.shape[1:]:
+        raise DataError("%s holds images of shape %s, the model takes %s: craft the set for this data set" % (
+            where, images.shape[1:], clean.shape[1:]))
+    if labels is not None and not np.array_equal(np.asarray(labels[:n]), np.asarray(clean_labels)):
+        first = int(np.flatnonzero(np.asarray(labels[:n]) != np.asarray(clean_labels))[0])
+        raise DataError("%s holds other images than the audit's first %d (their labels differ from image %d on): craft "
+                        "it from the same images (the same data set and --limit, without --validation)" % (
+                            where, n, first))
+    delta = images[:n].astype(np.float64) - clean.astype(np.float64)
+    flat = delta.reshape(n, -1)
+    if norm == "linf":
+        distance, allowed = np.abs(flat).max(axis=1), np.floor(epsilon + 1e-6)
     else:
-        truth = read_labels(os.path.join(os.path.dirname(str(path).rstrip("/")), "labels.txt"))
-    order = sorted(truth)
+        distance, allowed = np.sqrt((flat ** 2).sum(axis=1)), epsilon + 0.5 * np.sqrt(flat.shape[1])
+    beyond = distance > allowed + 1e-6
+    if beyond.any():
+        # with the labels the same, the images are the same ones (other images of N >= 6 would
+        # share every label by chance less than once in a million for 10 classes)
+        why = "was crafted at a larger epsilon" if labels is not None else \
+            "was crafted at a larger epsilon or from other images"
+        raise DataError("%s %s than the audit's %g: %d of its first %d images lie beyond that %s ball around the "
+                        "audit's images (up to %.1f on the 0..255 scale): craft it from the same images at the "
+                        "audit's epsilon" % (where, why, epsilon, int(beyond.sum()), n, norm, distance.max()))
+
+
+def transfer_correct(predictor, paths, keys, clean, clean_labels, norm, epsilon, batch):
+    """{"transfer:<key>[/<attack>]": bool [N]} of every set in ``paths``: each checked
+    (``check_transfer_set``) before anything is predicted, then its first N images predicted
+    and compared with the audit's labels."""
+    loaded = []
+    for key, path in zip(keys, paths):
+        sets = _set_images(path)
+        for name, images, labels in sets:
+            check_transfer_set(path, name, images, labels, clean, clean_labels, norm, epsilon)
+            loaded.append(("transfer:" + (key + "/" + name if str(path).endswith(".npz") else key), images))
+    n = len(clean)
     out = {}
-    for key, source in attacker_sets([path]):
-        names, logits = predict_set(predictor, source, batch, False, SkippedFiles())
-        pred = dict(zip(names, logits.argmax(axis=1)))
-        out[key] = np.array([pred.get(f) == truth[f] for f in order], bool)
+    for name, images in loaded:
+        logits = np.concatenate([predictor(images[i:min(i + batch, n)]) for i in range(0, n, batch)])
+        out[name] = logits.argmax(axis=1) == np.asarray(clean_labels)
     return out
+
+
+def first_images(source, limit, batch):
+    """The first ``limit`` evaluation images and labels, in order (every rank reads them all)."""
+    flow = source.eval_flow(batch, 0, 1, limit=limit)
+    flow.reset_state()
+    parts = [(np.asarray(x), np.asarray(y)) for x, y in flow]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

@@ -27,9 +27,11 @@ def parse(argv):
     p.add_argument("--budget", choices=sorted(BUDGETS), default="full")
     # In the repository, committed: a CPU run of the suite spans many sessions, and the finished
     # jobs (first-seed models, evaluations, logs) are what lets anyone regenerate the page or continue it.
-    p.add_argument("--out", default=os.path.join(REPO, "results", "repro"),
+    p.add_argument("--out", default=DEFAULT_OUT,
                    help="models, evaluations, logs (the default is committed with the page it made)")
-    p.add_argument("--docs", default=os.path.join(REPO, "docs"), help="where RESULTS.md and figures/ go")
+    p.add_argument("--docs", default=None,
+                   help="where RESULTS.md and figures/ go (default: the repository's docs/ for the default --out, "
+                        "else <out>/docs, so that another --out never replaces the committed page)")
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--variants", default=None, help="comma-separated subset of the suite's rows")
     p.add_argument("--report-only", action="store_true", help="only regenerate RESULTS.md from finished jobs")
@@ -38,6 +40,32 @@ def parse(argv):
                    help="after every job, write the page and commit --out and the page to the git repository "
                         "holding them (only those paths), so that a run spanning sessions keeps what it did")
     return p.parse_args(argv)
+
+
+DEFAULT_OUT = os.path.join(REPO, "results", "repro")
+
+
+def check_paths(args):
+    """--out and --docs before any work: directories (or to be made), writable; a report or a
+    listing needs an --out that holds a run. -> None or a one-line error."""
+    for flag, path in (("--out", args.out), ("--docs", args.docs)):
+        if os.path.exists(path) and not os.path.isdir(path):
+            return "%s %s is a file: pass a directory" % (flag, path)
+        parent = path
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+            return "%s %s goes through %s, which is a file: pass a directory" % (flag, path, parent)
+        if not args.list and (not args.report_only or flag == "--docs"):
+            from core.files import PathError, probe_writable
+            try:
+                probe_writable(parent, flag, path)
+            except PathError as e:
+                return str(e)
+    if (args.report_only or args.list) and not os.path.isdir(args.out):
+        return "--out %s does not exist: there is no run to %s there (pass the --out of a run, or run the suite " \
+               "first)" % (args.out, "report" if args.report_only else "list")
+    return None
 
 
 def git_root(path):
@@ -104,7 +132,35 @@ def job_commits(out):
 
 
 def main(argv=None):
+    from core.interrupt import Interrupted, exit_on_signals
+    from experiments.runner import DamagedFile
     args = parse(argv)
+    if args.docs is None:
+        same = os.path.realpath(args.out) == os.path.realpath(DEFAULT_OUT)
+        args.docs = os.path.join(REPO, "docs") if same else os.path.join(args.out, "docs")
+    bad = check_paths(args)
+    if bad:
+        print("experiments: error: %s" % bad, file=sys.stderr)
+        return 2
+    try:
+        with exit_on_signals():
+            return _main(args, argv)
+    except DamagedFile as e:
+        print("experiments: error: %s" % e, file=sys.stderr)
+        return 2
+    except OSError as e:
+        # a full disk, a read-only file system: what the finished jobs wrote stays (atomic writes)
+        print("experiments: error: %s: %s; the finished jobs' results are kept, fix it and run the same command "
+              "again" % (getattr(e, "filename", None) or "writing", e.strerror or e), file=sys.stderr)
+        return 2
+    except (Interrupted, KeyboardInterrupt) as e:
+        print("experiments: %s; the running job was stopped with it and the finished ones are kept: run the same "
+              "command again to continue" % (e if isinstance(e, Interrupted) else "interrupted by SIGINT"),
+              file=sys.stderr)
+        return getattr(e, "status", 130)
+
+
+def _main(args, argv):
     from core.provenance import git_commit
     from data.fashion_mnist import is_fashion_mnist_dir
     from experiments.page import write_page

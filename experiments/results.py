@@ -16,6 +16,7 @@ Metrics (keys of ``Row.correct``):
 import math
 import os
 import re
+import zipfile
 
 import numpy as np
 
@@ -76,11 +77,20 @@ class Row:
         return d.estimate, (d.high - d.low) / 2, len(seeds), m.shape[1]
 
 
+def _per_image(path):
+    """load_per_image, with a file that does not load (truncated) a DamagedFile."""
+    from .runner import DamagedFile
+    try:
+        return load_per_image(path)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise DamagedFile(path, e)
+
+
 def _correct(path, attacker, metric="top1_error"):
     """bool [N] correct of one attacker in a --per-image file, or None."""
     if not os.path.exists(path):
         return None
-    _, arrays = load_per_image(path)
+    _, arrays = _per_image(path)
     values = arrays.get((metric, attacker))
     return None if values is None else values == 0
 
@@ -150,7 +160,7 @@ def _black_box(per_image):
     """{metric: bool [N]}: the all-or-nothing outcome, each source's, and each set's."""
     if not os.path.exists(per_image):
         return {}
-    _, arrays = load_per_image(per_image)
+    _, arrays = _per_image(per_image)
     out = {}
     for (metric, attacker), values in arrays.items():
         if metric != "top1_error":

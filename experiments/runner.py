@@ -402,13 +402,29 @@ def decide_row(row, jobs, layout, budget, variants):
     return decision, why
 
 
+class DamagedFile(Exception):
+    """A result or record under --out that exists but does not parse (truncated, overwritten):
+    using it as missing would rerun or drop its job silently, and with exit 0 a table would move
+    (one line naming the file and the fix)."""
+
+    def __init__(self, path, error):
+        super().__init__("%s does not parse (%s): restore it (git checkout -- %s, if it is committed) or delete it to "
+                         "run its job again" % (path, str(error).splitlines()[0][:120], path))
+
+
 def load_json(path, default=None):
-    """The JSON in ``path``, or ``default`` if it is missing or unreadable (a job's output)."""
+    """The JSON in ``path``, or ``default`` if there is no such file; DamagedFile if it is there
+    and does not parse (every file here is written atomically: a damaged one was damaged
+    from outside)."""
+    if not os.path.exists(path):
+        return default
     try:
         with open(path) as f:
             return json.load(f)
-    except (OSError, ValueError):
-        return default
+    except ValueError as e:
+        raise DamagedFile(path, e)
+    except OSError as e:
+        raise DamagedFile(path, e)
 
 
 def write_json(path, obj):
@@ -416,6 +432,26 @@ def write_json(path, obj):
     from core.files import atomic_write
     os.makedirs(os.path.dirname(path), exist_ok=True)
     atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1, sort_keys=True)), mode="w")
+
+
+def _call(argv, log, env):
+    """subprocess.call that takes its child along: a signal that ends this process (SIGINT,
+    SIGTERM: core.interrupt.Interrupted) is passed on to the child, which is waited for (its
+    files are written atomically; train.py exits at a step boundary), so no job is left running
+    as an orphan that goes on writing into --out."""
+    import signal
+    from core.interrupt import Interrupted
+    child = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+    try:
+        return child.wait()
+    except (Interrupted, KeyboardInterrupt) as e:
+        child.send_signal(getattr(e, "signum", signal.SIGINT))
+        try:
+            child.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        raise
 
 
 def run_job(job, layout, env=None):
@@ -426,15 +462,14 @@ def run_job(job, layout, env=None):
     with open(job.log_file, "a") as log:
         log.write("\n$ %s\n" % shown_command(job.argv))
         log.flush()
-        code = subprocess.call(job.argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+        code = _call(job.argv, log, env)
     if job.trains and code == 2 and "pass --restart" in _tail(job.log_file):
         # killed before its first checkpoint: train.py refuses the directory (it holds the
         # run's first files); --restart moves them aside (nothing is deleted) and starts anew
         with open(job.log_file, "a") as log:
             log.write("\n$ %s --restart\n" % shown_command(job.argv))
             log.flush()
-            code = subprocess.call(list(job.argv) + ["--restart"], stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                                   env=env)
+            code = _call(list(job.argv) + ["--restart"], log, env)
     elapsed = time.time() - start
     compact_log(job.log_file)
     timings = load_json(layout.timings(), {})

@@ -24,10 +24,12 @@ from core.files import atomic_write
 
 ARCH_KEY = "__arch__"
 DATASET_KEY = "__dataset__"
+TRAINING_KEY = "__training__"
 ARCH_FILE = "arch.json"
 RUN_FILE = "run.json"
 # Graph variables that are training state, not model weights.
-NON_MODEL_PATTERNS = ("global_step", "learning_rate", "/Momentum", "EMA/", "local_step")
+# not the model: optimizer and schedule state, and free training's perturbation (model/methods.py)
+NON_MODEL_PATTERNS = ("global_step", "learning_rate", "/Momentum", "EMA/", "local_step", "free_perturbation")
 
 
 class CheckpointError(ValueError):
@@ -116,6 +118,7 @@ def _read_checkpoint(path):
                 raise CheckpointError("the architecture record (%s) of %s is not an object: re-export the checkpoint, "
                                       "or delete the entry and pass the --arch flags" % (ARCH_KEY, path))
         params.pop(DATASET_KEY, None)
+        params.pop(TRAINING_KEY, None)
         return params, arch
     prefix = _tf_checkpoint_prefix(path)
     try:
@@ -222,6 +225,18 @@ def strict_session_init(params, path="checkpoint", graph=None):
 
 
 # ---------------------------------------------------------------------------- writing
+def recorded_training(path):
+    """How a model.npz this project wrote was trained (train.py --method and its settings), or
+    None."""
+    if path.endswith(".npz"):
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return json.loads(bytes(f[TRAINING_KEY]).decode("utf-8")) if TRAINING_KEY in f.files else None
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError):
+            return None
+    return None
+
+
 def recorded_dataset(path):
     """The data set a checkpoint this project wrote was trained on ('imagenet',
     'fashion-mnist'), or None (the released files, and older ones, do not say)."""
@@ -239,10 +254,12 @@ def recorded_dataset(path):
         return None
 
 
-def save_npz(path, params, arch=None, dataset=None):
-    """Save ``params`` (name -> array) in the released format, plus the architecture and the
-    data set."""
+def save_npz(path, params, arch=None, dataset=None, training=None):
+    """Save ``params`` (name -> array) in the released format, plus the architecture, the
+    data set and how the model was trained (the method and its settings: ``training``)."""
     data = {k: np.asarray(v) for k, v in params.items()}
+    if training is not None:
+        data[TRAINING_KEY] = np.frombuffer(json.dumps(training, sort_keys=True).encode("utf-8"), dtype=np.uint8)
     if arch is not None:
         data[ARCH_KEY] = np.frombuffer(json.dumps(arch, sort_keys=True).encode("utf-8"), dtype=np.uint8)
     if dataset is not None:

@@ -861,3 +861,235 @@ def test_an_output_directory_that_holds_something_is_refused(tiny_run, tmp_path)
     (tmp_path / "sm").mkdir()
     proc = run_split(EVAL + ["--load", tiny_run / "model-final.npz", "--export-savedmodel", tmp_path / "sm"])
     assert_one_line_error(proc, "eval.py", "--export-savedmodel", "exists")
+
+
+# ---------------------------------------------------------------------------------------------
+# The newest surfaces: AutoAttack and its members, the audit, the reproduction harness,
+# bench.attacks, the ONNX export. Refusals before any work run in-process (the flags are checked
+# before TensorFlow builds anything), faults in subprocesses.
+FMNIST = "/usr/share/datasets/fashion-mnist"
+
+
+def in_process(main, argv, capsys):
+    """(exit status, the error lines on stderr) of ``main(argv)``, as the command line gets them."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    return code, [x for x in err.splitlines() if "error" in x]
+
+
+def eval_main(argv, capsys):
+    import eval as eval_py
+    return in_process(eval_py.main, argv, capsys)
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--attack", "apgd-ce", "--json-out", "{tmp}/S", "--per-image", "{tmp}/S"], "are both"),
+    (["--save-adversarial", "{tmp}/D", "--json-out", "{tmp}/D/labels.txt"], "is inside --save-adversarial"),
+    (["--save-adversarial", "{tmp}/D", "--per-image", "{tmp}/D/fgsm1/000000.png"], "is inside --save-adversarial"),
+    (["--attack", "fgsm", "--restarts", "2"], "every restart would repeat"),
+    (["--attack", "autoattack", "--restarts", "3"], "runs every member once"),
+    (["--attack", "apgd-ce", "--attack-loss", "cw"], "has its own objectives"),
+    (["--attack", "autoattack", "--attack-step-size", "2"], "chooses its own steps"),
+    (["--attack", "autoattack", "--plot-out", "{tmp}/c.png"], "--plot-out is not used by --attack autoattack"),
+    (["--attack", "square", "--square-queries", "7"], "--square-queries is not used by --attack square"),
+    (["--attack", "square", "--eot", "4"], "uses no gradient"),
+    (["--aa-version", "plus"], "--aa-version is not used by --attack pgd"),
+    (["--attack", "autoattack", "--aa-attacks", "apgd-ce"], "--aa-attacks is not used by --aa-version standard"),
+    (["--attack", "autoattack", "--aa-version", "rand", "--square-queries", "10"], "no Square member"),
+    (["--attack", "autoattack", "--aa-version", "custom", "--aa-attacks", "apgd-ce,fgsm"], "unknown AutoAttack member"),
+    (["--audit", "--attack-iter", "10", "--restarts", "2"], "not used by --audit"),
+    (["--audit", "--per-image", "{tmp}/p.npz"], "not used by --audit"),
+    (["--audit-transfer", "{tmp}/set.npz"], "add --audit"),
+    (["--audit", "--audit-iter", "1"], "needs at least 2"),
+    (["--export-onnx", "{tmp}/m.onnx", "--attack-iter", "10"], "not used by black-box prediction and export"),
+    (["--export-onnx", "{load}"], "is the --load input"),
+])
+def test_newest_flags_are_checked_not_dropped(tiny_run, tmp_path, capsys, flags, words):
+    argv = ["--load", tiny_run / "model-final.npz", "--data", FMNIST, "--limit", "8", "--quiet"] + [
+        f.format(tmp=tmp_path, load=tiny_run / "model-final.npz") for f in flags]
+    code, errors = eval_main(argv, capsys)
+    assert code == 2 and len(errors) == 1 and words in errors[0], (code, errors)
+    assert not os.path.exists(tmp_path / "S") and not os.path.exists(tmp_path / "D")
+
+
+def test_export_onnx_without_the_extra_names_the_install(tiny_run, tmp_path):
+    """tf2onnx that cannot be imported (as without the extra): one line with the install command."""
+    fake = tmp_path / "shadow" / "tf2onnx"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('No module named tf2onnx')\n")
+    proc = run_split([PYTHON, REPO / "eval.py", "--load", tiny_run / "model-final.npz", "--export-onnx",
+                      tmp_path / "m.onnx"], env={"PYTHONPATH": str(tmp_path / "shadow")})
+    assert_one_line_error(proc, "eval.py", "--export-onnx needs tf2onnx", "pip install -e '.[onnx]'")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_apgd_t_is_refused_below_4_classes_and_fab_t_counts_its_real_targets():
+    from attacks import AttackError, autoattack_members, make_attacker
+    with pytest.raises(AttackError, match="at least 4 classes; this model has 3: use --aa-version custom"):
+        autoattack_members("standard", num_classes=3)
+    with pytest.raises(AttackError, match="use --attack apgd-ce or fab-t"):
+        make_attacker("apgd-t", 10, 8.0, num_classes=3)
+    members = autoattack_members("custom", attacks=["apgd-ce", "fab-t", "square"], num_classes=3)
+    assert members["fab-t"].num_targets == 2 and "targets=2" in members["fab-t"].describe()
+    assert autoattack_members("standard", num_classes=10)["apgd-t"].num_targets == 9
+
+
+@pytest.fixture(scope="module")
+def transfer_sets(tiny_run, tmp_path_factory):
+    """--save-adversarial sets of the first 8 test images (and wrong ones: a larger epsilon,
+    fewer images, other images), written by eval.py itself."""
+    import eval as eval_py
+    out = tmp_path_factory.mktemp("sets")
+    base = ["--load", str(tiny_run / "model-final.npz"), "--data", FMNIST, "--quiet", "--attack", "fgsm",
+            "--untargeted", "--attack-iter", "1"]
+    for name, extra in (("ok.npz", ["--limit", "8"]), ("dir", ["--limit", "8"]),
+                        ("big.npz", ["--limit", "8", "--attack-epsilon", "200", "--attack-step-size", "20"]),
+                        ("three.npz", ["--limit", "3"]), ("validation.npz", ["--limit", "8", "--validation", "100"])):
+        assert eval_py.main(base + extra + ["--save-adversarial", str(out / name)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("target, words", [
+    ("big.npz", "was crafted at a larger epsilon than the audit's 25.5"),
+    ("three.npz", "holds 3 images; the audit runs on the first 8"),
+    ("validation.npz", "holds other images than the audit's first 8"),
+    ("dir", "is a set's top directory: pass one attack's directory"),
+    ("missing.npz", "--audit-transfer {sets}/missing.npz does not exist"),
+    ("dir/labels.txt", "is not an .npz set"),
+    (".", "holds no .png images"),
+])
+def test_an_audit_transfer_set_must_come_from_the_same_images_and_ball(tiny_run, transfer_sets, capsys, target,
+                                                                        words):
+    argv = ["--load", tiny_run / "model-final.npz", "--data", FMNIST, "--limit", "8", "--quiet", "--audit",
+            "--audit-iter", "2", "--audit-queries", "4", "--audit-transfer", transfer_sets / target]
+    code, errors = eval_main(argv, capsys)
+    assert code == 2 and len(errors) == 1, errors
+    assert words.format(sets=transfer_sets) in errors[0] and "--audit-transfer" in errors[0], errors[0]
+
+
+def test_the_audit_fails_with_status_3_and_refuses_to_pass_on_too_few_images(tiny_run, transfer_sets, tmp_path,
+                                                                             capsys):
+    """Below MIN_AUDIT_IMAGES no paired test could fail, so every check fails as "not enough
+    images"; a set made right passes its checks and the audit goes on."""
+    import eval as eval_py
+    from evaluation.audit import MIN_AUDIT_IMAGES
+    assert MIN_AUDIT_IMAGES == 6                  # 2 / 2^6 < 0.05 <= 2 / 2^5
+    code = eval_py.main(["--load", str(tiny_run / "model-final.npz"), "--data", FMNIST, "--limit", "5", "--quiet",
+                         "--audit", "--audit-iter", "2", "--audit-queries", "4", "--json-out", str(tmp_path / "a.json"),
+                         "--audit-transfer", str(transfer_sets / "ok.npz"), str(transfer_sets / "dir" / "fgsm1")])
+    out = capsys.readouterr()
+    assert code == 3
+    audit = json.loads((tmp_path / "a.json").read_text())["audit"]
+    assert audit["passed"] is False and all(c["passed"] is False for c in audit["checks"].values())
+    assert "not enough images: 5" in out.out and "audit: FAILED" in out.out
+    assert "exit status 3" in " ".join(subprocess.run([PYTHON, REPO / "eval.py", "--help"], stdout=subprocess.PIPE,
+                                                      text=True).stdout.split())
+
+
+def test_bench_attacks_checks_its_flags_and_paths(tiny_run, capsys):
+    import bench.attacks as bench_attacks
+    model = tiny_run / "model-final.npz"
+    for argv, words in ((["--load", model, "--json-out", model], "is the --load input"),
+                        (["--load", model, "--iterations", "0"], "must be >= 1"),
+                        (["--load", model, "--repeats", "0"], "must be >= 1"),
+                        (["--load", model, "--images", "0"], "must be >= 1"),
+                        (["--load", tiny_run / "nope.npz"], "does not exist")):
+        code, errors = in_process(bench_attacks.main, argv, capsys)
+        assert code == 2 and len(errors) == 1 and words in errors[0], (argv, errors)
+    assert model.stat().st_size > 1000                     # the checkpoint is still the checkpoint
+
+
+def experiments_main(argv, capsys):
+    from experiments.__main__ import main
+    return in_process(main, argv, capsys)
+
+
+def test_the_harness_refuses_bad_out_and_docs_and_never_writes_the_committed_page(tmp_path, capsys):
+    page = REPO / "docs" / "RESULTS.md"
+    before = page.stat().st_mtime
+    (tmp_path / "a-file").write_text("x")
+    for argv, words in ((["--report-only", "--out", tmp_path / "nowhere"], "does not exist: there is no run"),
+                        (["--list", "--out", tmp_path / "a-file"], "is a file: pass a directory"),
+                        (["--report-only", "--docs", tmp_path / "a-file"],
+                         "--docs %s is a file" % (tmp_path / "a-file")),
+                        (["--budget", "tiny", "--out", "/proc/nowhere"], "cannot be written")):
+        code, errors = experiments_main(argv, capsys)
+        assert code == 2 and len(errors) == 1 and words in errors[0], (argv, errors)
+    # another --out's page goes beside it, never over the committed one
+    (tmp_path / "run").mkdir()
+    code, _ = experiments_main(["--report-only", "--budget", "tiny", "--out", tmp_path / "run"], capsys)
+    assert code == 0 and (tmp_path / "run" / "docs" / "RESULTS.md").exists()
+    assert page.stat().st_mtime == before
+
+
+def test_the_harness_stops_on_a_damaged_result_or_budget(tmp_path, capsys):
+    import shutil
+    out = tmp_path / "repro"
+    shutil.copytree(REPO / "results" / "repro", out)
+    damaged = out / "eval" / "baseline" / "seed1" / "untargeted.json"
+    damaged.write_text(damaged.read_text()[:200])
+    code, errors = experiments_main(["--report-only", "--out", out], capsys)
+    assert code == 2 and len(errors) == 1 and str(damaged) in errors[0] and "does not parse" in errors[0], errors
+    assert not (out / "docs").exists()
+    budget = out / "budget.json"
+    budget.write_text("{")
+    code, errors = experiments_main(["--budget", "tiny", "--out", out], capsys)
+    assert code == 2 and str(budget) in errors[0], errors
+    assert budget.read_text() == "{"                       # not rewritten with the tiny budget
+
+
+def test_sigterm_to_the_harness_reaches_its_running_job(tmp_path, spawn):
+    """The harness passes the signal to the train.py it is running and waits for it: no orphan
+    goes on writing into --out; one line and status 143."""
+    out = tmp_path / "run"
+    proc = spawn([PYTHON, "-m", "experiments", "--budget", "tiny", "--out", out, "--docs", tmp_path / "docs"],
+                 cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                 env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    deadline = time.time() + 120
+    children = []
+    while time.time() < deadline and not children:
+        time.sleep(0.5)
+        listed = subprocess.run(["pgrep", "-f", "-P", str(proc.pid), "train.py"], stdout=subprocess.PIPE, text=True)
+        children = [int(p) for p in listed.stdout.split()]
+    assert children, "no train.py child started"
+    time.sleep(3)                                           # into its TensorFlow start-up
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert "Traceback" not in err and "interrupted by SIGTERM" in err
+    for pid in children:
+        assert not os.path.exists("/proc/%d" % pid) or "zombie" in open("/proc/%d/status" % pid).read().lower()
+
+
+def test_train_refuses_a_log_directory_that_cannot_be_created_and_a_full_disk_at_the_graph_file(tmp_path):
+    proc = run_split(FAKE_TRAIN + ["--logdir", "/proc/nowhere/run"])
+    assert_one_line_error(proc, "train.py", "--logdir /proc/nowhere/run cannot be written")
+    logdir = tmp_path / "run"
+    proc = run_split(FAKE_TRAIN + ["--logdir", logdir], env={"FDENOISE_FAULT": "disk-full-in-graph:0"})
+    line = error_lines(proc, "train.py")
+    assert proc.returncode == 2 and len(line) == 1 and "could not write the graph file" in line[0], proc.stderr[-2000:]
+    assert "(File too large)" in line[0] and "run the same command" in line[0]
+    assert not [n for n in os.listdir(logdir) if n.startswith("graph-")]
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_a_full_disk_at_the_end_of_an_evaluation_names_what_was_not_written(tiny_run, tmp_path):
+    """Writes beyond 200 bytes fail (as on a full disk): the per-image file cannot be written;
+    one line says so, that the printed results are complete, and nothing half-written is left."""
+    import resource
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200, resource.RLIM_INFINITY))
+    proc = subprocess.run([str(c) for c in [PYTHON, REPO / "eval.py", "--load", tiny_run / "model-final.npz", "--data",
+                                            FMNIST, "--limit", "16", "--quiet", "--attack-iter", "0,1",
+                                            "--per-image", tmp_path / "p.npz", "--json-out", tmp_path / "r.json"]],
+                          preexec_fn=small_files, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    line = assert_one_line_error(proc, "eval.py", "could not write %s" % (tmp_path / "p.npz"), "(File too large)",
+                                 "the results printed above are complete")
+    assert "pgd1" in proc.stdout and line
+    assert sorted(os.listdir(tmp_path)) == []

@@ -109,16 +109,17 @@ class ExportNpz(Callback):
     when training fails, and a diverged (NaN) or interrupted run must not leave its weights
     behind as the final model (nor replace an earlier one)."""
 
-    def __init__(self, path, arch_dict, every_epoch=False, dataset=None):
+    def __init__(self, path, arch_dict, every_epoch=False, dataset=None, training=None):
         self.path = path
         self.arch_dict = arch_dict
         self.dataset = dataset
+        self.training = training
         self.every_epoch = every_epoch
         self._finished = False
 
     def _export(self):
         params = checkpoint.session_params(self.trainer.sess, self.graph)
-        checkpoint.save_npz(self.path, params, self.arch_dict, self.dataset)
+        checkpoint.save_npz(self.path, params, self.arch_dict, self.dataset, self.training)
         logger.info("Exported %d variables to %s" % (len(params), self.path))
 
     def _before_train(self):
@@ -154,6 +155,26 @@ class CheckpointSaver(ModelSaver):
         for key in self.var_collections:
             variables.update(tf.compat.v1.get_collection(key))
         self._nbytes = sum(int(np.prod(v.shape.as_list())) * v.dtype.base_dtype.size for v in variables)
+
+    def _before_train(self):
+        """The graph file, once; a failed write removes what it left (``graph-*.meta.tmp*``)
+        and stops the run before its first step, with one line."""
+        try:
+            with faults.during_graph_write():
+                super()._before_train()
+        except (OSError, tf.errors.OpError) as e:
+            for name in os.listdir(self.checkpoint_dir):
+                if name.startswith("graph-") and ".meta" in name and name != "graph-":
+                    path = os.path.join(self.checkpoint_dir, name)
+                    if ".tmp" in name or os.path.getsize(path) == 0:
+                        os.unlink(path)
+            last = checkpoint.latest_valid_checkpoint(self.checkpoint_dir)
+            raise checkpoint.CheckpointWriteError(
+                "could not write the graph file in %s (%s) before the first step; %s: free disk space (or fix the "
+                "directory) and run the same command to %s" % (
+                    self.checkpoint_dir, _write_error_reason(e, self.checkpoint_dir),
+                    "the last good checkpoint, %s, is intact" % last if last else "no checkpoint was written yet",
+                    "resume" if last else "start")) from None
 
     def _trigger(self):
         step = self.global_step
@@ -284,3 +305,45 @@ class FaultInjection(Callback):
     def _trigger_step(self):
         if faults.planned("stall-after-step", self.global_step, self._rank):
             faults.stall(self.global_step, self._rank)
+
+
+class ThroughputStats(Callback):
+    """The training method's cost per SGD step in forward-pass units (model/methods.py) and the
+    images per second it trains on, every epoch, to TensorBoard and metrics.jsonl
+    (``method/passes_per_step``, ``method/images_per_second``)."""
+
+    def __init__(self, total_batch, method):
+        self.total_batch, self.method = int(total_batch), method
+        self._start = None
+
+    def _before_epoch(self):
+        import time
+        self._start = time.perf_counter()
+
+    def _trigger_epoch(self):
+        import time
+        if self._start is None:
+            return
+        seconds = time.perf_counter() - self._start
+        steps = self.trainer.steps_per_epoch
+        self.trainer.monitors.put_scalar("method/passes_per_step", float(self.method.passes_per_step()))
+        self.trainer.monitors.put_scalar("method/images_per_second", steps * self.total_batch / max(seconds, 1e-9))
+
+
+class GatherFreePerturbation(Callback):
+    """Free training under horovodrun: each rank updates only its own rows of the
+    perturbation variable (model/methods.py); at each epoch's end, before the checkpoint, every
+    rank's rows are gathered into every rank's copy, so the chief's checkpoint holds them all."""
+    _chief_only = False
+
+    def _setup_graph(self):
+        from model.methods import FREE_PERTURBATION
+        hvd = horovod()
+        rank, size = rank_and_size()
+        delta = [v for v in tf.compat.v1.global_variables() if v.op.name.endswith(FREE_PERTURBATION)][0]
+        rows = delta.shape.as_list()[0] // size
+        mine = delta[rank * rows:(rank + 1) * rows]
+        self._op = tf.compat.v1.assign(delta, hvd.allgather(mine, name="gather_free_perturbation"))
+
+    def _trigger_epoch(self):
+        self.trainer.sess.run(self._op)

@@ -11,6 +11,8 @@ environment variable ``FDENOISE_FAULT`` is set; then it holds comma-separated
   what SIGKILL at that byte would do), leaving a partial file behind.
 - ``disk-full-in-save:N``: the same limit with ``SIGXFSZ`` ignored (Python's default), so
   the write fails with EFBIG ("File too large"), as a full disk fails with ENOSPC.
+- ``disk-full-in-graph:0``: the graph file (``graph-*.meta``, written once before the first
+  step) under a 1 kB file-size limit, so that write fails the same way.
 """
 import contextlib
 import os
@@ -20,7 +22,7 @@ import sys
 import time
 
 ENV = "FDENOISE_FAULT"
-KINDS = ("stall-after-step", "kill-in-save", "disk-full-in-save")
+KINDS = ("stall-after-step", "kill-in-save", "disk-full-in-save", "disk-full-in-graph")
 
 
 def planned(kind, step, rank=0):
@@ -43,6 +45,30 @@ def stall(step, rank):
           file=sys.stderr, flush=True)
     while True:
         time.sleep(3600)
+
+
+@contextlib.contextmanager
+def file_size_limit(limit):
+    """Writes beyond ``limit`` bytes fail with EFBIG (SIGXFSZ ignored) inside."""
+    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, old_limit[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+        signal.signal(signal.SIGXFSZ, old_handler)
+
+
+@contextlib.contextmanager
+def during_graph_write(rank=0):
+    """Context of the graph file's write."""
+    if not planned("disk-full-in-graph", 0, rank):
+        yield
+        return
+    print("fault injection: the graph file written under a 1024-byte file-size limit", file=sys.stderr, flush=True)
+    with file_size_limit(1024):
+        yield
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ from tensorpack.callbacks import (CallbackFactory, EnableCallbackIf, EstimatedTi
                                   MergeAllSummaries, MovingAverageSummary, ProgressBar, RunUpdateOps, ScalarPrinter,
                                   TFEventWriter)
 from tensorpack.callbacks.monitor import JSONWriter
+from tensorpack.dataflow import ProxyDataFlow
 from tensorpack.input_source import QueueInput
 from tensorpack.utils import logger
 
@@ -19,8 +20,10 @@ from core.files import atomic_write
 from model import AdvModel, checkpoint
 
 from . import faults
-from .callbacks import (CheckpointSaver, DistributedClassificationStats, ExportNpz, FaultInjection, JSONLinesWriter,
-                        RankWeightsCheck, SkippedImagesStats, StopOnNonFiniteLoss)
+from .callbacks import (CheckpointSaver, DistributedClassificationStats, ExportNpz, FaultInjection,
+                        GatherFreePerturbation, JSONLinesWriter, RankWeightsCheck, SkippedImagesStats,
+                        StopOnNonFiniteLoss, ThroughputStats)
+from .guard import GUARD_TOWER, CollapseGuard, GuardTrigger
 from .resume import (ResumeRestore, RunFinished, check_ranks_agree_on_resume, check_same_batch_on_resume,
                      find_resume_point)
 from .schedule import LearningRateSetter, LRSchedule
@@ -34,6 +37,17 @@ class EvalPlan:
     attacker: object
     every: int = 1
     last: int = 0
+
+
+@dataclass
+class GuardPlan:
+    """The catastrophic-overfitting guard (training/guard.py): ``attacker`` (untargeted
+    PGD-10) on the first ``images`` evaluation images every ``every`` steps (0: at epoch ends
+    only) and at each epoch's end; a fall of more than ``margin`` points is a collapse."""
+    attacker: object
+    every: int
+    images: int
+    margin: float
 
 
 @dataclass
@@ -54,6 +68,26 @@ class TrainPlan:
     seed: Optional[int] = None
     loader_workers: Optional[int] = None
     restart: bool = False            # train from scratch, moving an earlier run's files aside
+    method: object = None            # model/methods.py; None: PGD with the train attacker (Sec. 5)
+    guard: Optional[GuardPlan] = None
+    training_record: Optional[dict] = None   # the method's record, kept in model-final.npz
+
+
+class RepeatEach(ProxyDataFlow):
+    """Every datapoint (a minibatch) of ``ds`` ``times`` times in a row: free training's
+    replays (Shafahi et al. 2019, Algorithm 1)."""
+
+    def __init__(self, ds, times):
+        super().__init__(ds)
+        self.times = int(times)
+
+    def __len__(self):
+        return len(self.ds) * self.times
+
+    def __iter__(self):
+        for dp in self.ds:
+            for _ in range(self.times):
+                yield dp
 
 
 def make_trainer():
@@ -68,10 +102,16 @@ def build_config(plan, arch, train_attacker, source, rank, size):
     training data, and of its evaluation data for every evaluation (a fresh DataFlow each)."""
     is_chief = rank == 0
     train_flow = source.train_flow(plan.batch_per_worker, rank, size, seed=plan.seed, workers=plan.loader_workers)
-    model = AdvModel(arch, train_attacker=train_attacker,
-                     eval_attackers={"eval_" + e.name: e.attacker for e in plan.evals},
+    replays = getattr(plan.method, "replays", 1)
+    if replays > 1:
+        # free training (Shafahi et al.): each minibatch replayed m times in a row
+        train_flow = RepeatEach(train_flow, replays)
+    eval_attackers = {"eval_" + e.name: e.attacker for e in plan.evals}
+    if plan.guard:
+        eval_attackers[GUARD_TOWER] = plan.guard.attacker
+    model = AdvModel(arch, train_attacker=train_attacker, eval_attackers=eval_attackers,
                      label_smoothing=plan.label_smoothing, weight_decay=plan.weight_decay,
-                     momentum=plan.momentum, initial_lr=plan.schedule(0.0))
+                     momentum=plan.momentum, initial_lr=plan.schedule(0.0), method=plan.method)
 
     callbacks = [
         LearningRateSetter(plan.schedule, plan.steps_per_epoch),
@@ -86,6 +126,18 @@ def build_config(plan, arch, train_attacker, source, rank, size):
     # ExportNpz, last, never exports after an epoch whose checks or evaluations failed.
     # (Callbacks with collectives keep the same relative order on every rank.)
     callbacks.append(RankWeightsCheck())
+    if plan.guard:
+        # before the epoch's checkpoint: a collapse is found before it is written
+        g = plan.guard
+        runner = InferenceRunner(source.eval_flow(plan.eval_batch, rank, size, limit=g.images),
+                                 [DistributedClassificationStats(GUARD_TOWER)],
+                                 tower_name=GUARD_TOWER).set_chief_only(False)
+        callbacks += [GuardTrigger(runner, g.every, plan.steps_per_epoch),
+                      GuardTrigger(CollapseGuard(plan.logdir, g.margin, source.num_eval(g.images)), g.every,
+                                   plan.steps_per_epoch)]
+    if replays > 1 and size > 1:
+        callbacks.append(GatherFreePerturbation())
+    callbacks.append(ThroughputStats(plan.batch_per_worker * size, plan.method))
     if is_chief:
         callbacks.append(CheckpointSaver(max_to_keep=plan.keep_checkpoints, checkpoint_dir=plan.logdir))
     for ev in plan.evals:
@@ -99,7 +151,8 @@ def build_config(plan, arch, train_attacker, source, rank, size):
         callbacks.append(EnableCallbackIf(runner, due))
     callbacks.append(SkippedImagesStats(source.skipped))   # after the evaluations: it counts theirs too
     if is_chief:
-        callbacks.append(ExportNpz(os.path.join(plan.logdir, "model-final.npz"), arch.to_dict(), dataset=source.name))
+        callbacks.append(ExportNpz(os.path.join(plan.logdir, "model-final.npz"), arch.to_dict(), dataset=source.name,
+                                   training=plan.training_record))
 
     monitors = []
     if is_chief:
