@@ -33,8 +33,9 @@ def image_keys(clean):
 
 def _per_image(keys, seed, stream, draw):
     first = tf.cast(seed, tf.int64) * 1000003 + tf.cast(stream, tf.int64)
-    return lambda dtype: tf.map_fn(lambda key: draw(tf.stack([first, key])), keys, fn_output_signature=dtype,
-                                   name="per_image_draw")
+    # plain graph ops: AutoGraph has nothing to convert here (and converting writes temporary files)
+    body = tf.autograph.experimental.do_not_convert(lambda key: draw(tf.stack([first, key])))
+    return lambda dtype: tf.map_fn(body, keys, fn_output_signature=dtype, name="per_image_draw")
 
 
 def per_image_uniform(keys, seed, stream, shape, minval, maxval, dtype=tf.float32):

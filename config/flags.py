@@ -275,18 +275,19 @@ def attacker_from_args(args, preset, num_iter, prob_start_from_clean=0.0, restar
         if precision_flags else {}
     eps = attack_epsilon(args, preset)
     eot = getattr(args, "eot", None) or 1
-    if args.attack in MEMBERS:
+    kind = args.attack or "pgd"            # train.py leaves --attack unset so --method can tell it was not given
+    if kind in MEMBERS:
         # step-size free (APGD, FAB) or gradient-free (Square); they count misclassification
-        check_member_flags(args, "--attack %s" % args.attack)
-        if args.attack == "square" and getattr(args, "eot", None):
+        check_member_flags(args, "--attack %s" % kind)
+        if kind == "square" and getattr(args, "eot", None):
             raise FlagError("--attack square uses no gradient: --eot applies to gradient attacks, drop it")
-        return make_attacker(args.attack, num_iter=num_iter, epsilon=eps, step_size=None, norm=args.norm,
+        return make_attacker(kind, num_iter=num_iter, epsilon=eps, step_size=None, norm=args.norm,
                              targeted=False, restarts=restarts, per_image_seed=0 if per_image_seed is None
                              else per_image_seed, precision=args.attack_precision, eot=eot, num_classes=num_classes)
     step = attack_step(args, preset, num_iter)
     if num_iter > 0:                 # a clean evaluation takes no step
         check_step_size(args.attack_step_size, step, eps, preset)
-    return make_attacker(args.attack, num_iter=num_iter, epsilon=eps, step_size=step, norm=args.norm,
+    return make_attacker(kind, num_iter=num_iter, epsilon=eps, step_size=step, norm=args.norm,
                          targeted=not args.untargeted, loss=args.attack_loss or "xent",
                          prob_start_from_clean=prob_start_from_clean, restarts=restarts, seed=seed,
                          per_image_seed=per_image_seed, eot=eot, **fast)

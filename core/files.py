@@ -1,6 +1,7 @@
 """Writing files so that an interrupted write never replaces a good file: the new content
 goes to a temporary file in the same directory, is flushed to disk, then renamed over the
 target. A kill or a full disk mid-write leaves the previous file intact."""
+import io
 import json
 import math
 import os
@@ -58,6 +59,16 @@ def json_safe(value):
     if hasattr(value, "item") and getattr(value, "ndim", None) == 0:     # numpy scalars
         return json_safe(value.item())
     return value
+
+
+def write_npz(path, compressed=True, **arrays):
+    """``np.savez(_compressed)`` written atomically. The archive is built in memory first: a
+    write that fails (a full disk) then leaves no half-open zip file behind to complain at exit."""
+    import numpy as np
+    buffer = io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(buffer, **arrays)
+    data = buffer.getvalue()
+    atomic_write(path, lambda f: f.write(data))
 
 
 def write_json(path, value, indent=2):

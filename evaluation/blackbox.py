@@ -3,7 +3,7 @@
 
 import numpy as np
 
-from core.files import atomic_write
+from core.files import write_npz
 
 from .stats import rate_ci95
 
@@ -50,4 +50,4 @@ def save_all_or_nothing_per_image(path, true_labels, predictions_per_attacker):
     arrays = {"top1_error/%s" % a: (~c).astype(np.uint8) for a, c in correct.items()}
     arrays["top1_error/" + ALL_OR_NOTHING] = (~all_correct).astype(np.uint8)
     arrays["labels"] = labels
-    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+    write_npz(path, **arrays)

@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from core.dist import rank_and_size, sum_now
-from core.files import atomic_write
+from core.files import write_npz
 from data.errors import DataError
 from data.images import SkippedFiles
 from data.labels import format_labels, read_labels, write_labels
@@ -48,6 +48,9 @@ def white_box(arch, params, path, attackers, source, batch, limit=None, progress
         raise DataError("--per-image and --save-adversarial under horovodrun cannot place the images "
                         "of the unreadable files named above in the images' order (no labels.txt or "
                         "per-image file was written): rerun in one process")
+    if rank == 0:
+        # the results first: a file that cannot be written (a full disk) then loses none of them
+        print(format_table(results, list(attackers)))
     if writer:
         written = writer.close()
         if rank == 0:
@@ -57,7 +60,6 @@ def white_box(arch, params, path, attackers, source, batch, limit=None, progress
         if rank == 0:
             print("wrote every image's results to %s" % per_image)
     if rank == 0:
-        print(format_table(results, list(attackers)))
         attacked = {n: i for n, i in (iters_by_name or {}).items() if i > 0}
         if plot_out and attacked:
             plot_curve(results, iters_by_name, plot_out,
@@ -94,6 +96,14 @@ def autoattack(arch, params, path, ensemble, source, batch, limit=None, progress
         raise DataError("--per-image and --save-adversarial under horovodrun cannot place the images "
                         "of the unreadable files named above in the images' order (no labels.txt or "
                         "per-image file was written): rerun in one process")
+    if rank == 0:
+        # the results first: a file that cannot be written (a full disk) then loses none of them
+        print(format_table(results, ["clean", name]))
+        print(format_members(results[name]))
+        row = results[name]
+        print("%s: clean accuracy %.2f%%, robust accuracy %s%% (95%% interval; %d images, %.0f s)" % (
+            name, 100 * (1 - results["clean"]["top1_error"]), format_rate(row["robust_accuracy"], row["num_images"], 2),
+            row["num_images"], row["seconds_wall"]))
     if writer:
         written = writer.close()
         if rank == 0:
@@ -102,13 +112,6 @@ def autoattack(arch, params, path, ensemble, source, batch, limit=None, progress
         recorder.close()
         if rank == 0:
             print("wrote every image's results to %s" % per_image)
-    if rank == 0:
-        print(format_table(results, ["clean", name]))
-        print(format_members(results[name]))
-        row = results[name]
-        print("%s: clean accuracy %.2f%%, robust accuracy %s%% (95%% interval; %d images, %.0f s)" % (
-            name, 100 * (1 - results["clean"]["top1_error"]), format_rate(row["robust_accuracy"], row["num_images"], 2),
-            row["num_images"], row["seconds_wall"]))
     return {"white_box": results, "skipped_images": skipped}
 
 
@@ -154,7 +157,7 @@ def predictions(predictor, directory, batch, progress=True, prediction_file=None
     else:
         sys.stdout.write(format_labels(pairs))
     if logits_file:
-        atomic_write(logits_file, lambda f: np.savez(f, filenames=np.array(names), logits=logits))
+        write_npz(logits_file, compressed=False, filenames=np.array(names), logits=logits)
     return {"predictions": len(names), "skipped_images": skipped.num_files}
 
 

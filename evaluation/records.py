@@ -7,7 +7,7 @@ import numpy as np
 
 from attacks import METRICS, PIXEL_SCALE
 from core.dist import gather_strided_rows, rank_and_size, sum_now
-from core.files import atomic_write
+from core.files import write_npz
 from data.errors import DataError
 
 
@@ -87,7 +87,7 @@ class AdversarialWriter:
                 arrays["images/" + name] = rows.astype(np.uint8).reshape((-1,) + shape)
             if self.rank == 0:
                 arrays.update(labels=labels.astype(np.int32), names=np.array(names))
-                atomic_write(self.target, lambda f: np.savez_compressed(f, **arrays))
+                write_npz(self.target, **arrays)
             return len(labels)
         if self.rank == 0:
             write_labels(os.path.join(self.partial, "labels.txt"), zip(names, labels))
@@ -139,7 +139,7 @@ class PerImageRecorder:
         self.arrays = arrays
         if self.path is None or rank_and_size()[0] != 0:
             return
-        atomic_write(self.path, lambda f: np.savez_compressed(f, **arrays))
+        write_npz(self.path, **arrays)
 
 
 def load_per_image(path):

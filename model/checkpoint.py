@@ -20,7 +20,7 @@ import tensorflow as tf
 from tensorpack.tfutils.sessinit import SessionInit
 from tensorpack.utils import logger
 
-from core.files import atomic_write
+from core.files import atomic_write, write_npz
 
 ARCH_KEY = "__arch__"
 DATASET_KEY = "__dataset__"
@@ -265,7 +265,7 @@ def save_npz(path, params, arch=None, dataset=None, training=None):
     if dataset is not None:
         data[DATASET_KEY] = np.frombuffer(str(dataset).encode("utf-8"), dtype=np.uint8)
     try:
-        atomic_write(path, lambda f: np.savez(f, **data))
+        write_npz(path, compressed=False, **data)
     except OSError as e:
         raise CheckpointError("could not write %s (%s); the previous file, if any, is intact: free disk space "
                               "or choose another path" % (path, e.strerror or e)) from None

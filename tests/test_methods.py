@@ -1,0 +1,151 @@
+"""The training methods (train.py --method, model/methods.py) and the catastrophic-overfitting
+guard (training/guard.py): each method's perturbation in its ball, TRADES and free training
+reducing to clean training where they must, their flags, and the guard firing on a run that
+really collapses and never on PGD training."""
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorpack.tfutils.tower import TowerContext
+
+from attacks import Draws, LinfBall, NoAttack, make_threat
+from attacks.single_step import FGSMRSAttacker, NFGSMAttacker
+from attacks.trades import TradesAttacker, kl_divergence
+from helpers import PYTHON, REPO, run
+from model import AdvModel
+from model.methods import AdversarialTraining, Trades
+from nets import ArchSpec
+
+tfv1 = tf.compat.v1
+K = 10
+
+
+def session_run(build):
+    g = tf.Graph()
+    with g.as_default():
+        fetches = build()
+        with tfv1.Session() as sess:
+            sess.run(tfv1.global_variables_initializer())
+            return sess.run(fetches)
+
+
+def dense(seed=3, d=10):
+    rng = np.random.RandomState(seed)
+    w = rng.randn(d, K).astype("float32")
+    return lambda x: tf.matmul(tf.reshape(x, [-1, d]), w)
+
+
+def norms(delta, norm):
+    flat = delta.reshape(len(delta), -1)
+    return np.abs(flat).max(1) if norm == "linf" else np.linalg.norm(flat, axis=1)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_single_step_and_trades_perturbations_stay_in_their_balls(norm):
+    """FGSM-RS and TRADES inside the epsilon ball, N-FGSM inside its wider one ((k + 1)
+    epsilon, by design: no projection) and beyond epsilon somewhere; all in the image range."""
+    rng = np.random.RandomState(0)
+    x = rng.uniform(-1, 1, (64, 5, 2, 1)).astype("float32")
+    x[:16] = np.sign(x[:16]) * 0.98
+    y = rng.randint(0, K, 64).astype("int32")
+    threat = make_threat(norm, 20.0 if norm == "linf" else 100.0)
+    model = dense()
+    attackers = {"fgsm-rs": FGSMRSAttacker(threat, targeted=False, draws=Draws(1)),
+                 "n-fgsm": NFGSMAttacker(threat, targeted=False, draws=Draws(1)),
+                 "trades": TradesAttacker(threat, 5, threat.epsilon / 4, draws=Draws(1))}
+    out = {n: session_run(lambda a=a: a.attack(tf.constant(x), tf.constant(y), model, K)[0]) for n, a in attackers.items()}
+    for name, adv in out.items():
+        bound = threat.eps * (3.0 if name == "n-fgsm" else 1.0)
+        assert np.all(norms(adv - x, norm) <= bound * (1 + 1e-5) + 1e-6), name
+        assert adv.min() >= -1 - 1e-6 and adv.max() <= 1 + 1e-6, name
+        assert np.abs(adv - x).max() > 0, name
+    assert np.any(norms(out["n-fgsm"] - x, norm) > threat.eps * 1.01)
+
+
+def test_trades_inner_attack_raises_the_kl_it_maximises():
+    rng = np.random.RandomState(1)
+    x = rng.uniform(-0.5, 0.5, (32, 5, 2, 1)).astype("float32")
+    y = np.zeros(32, np.int32)
+    model = dense(5)
+
+    def build():
+        clean = tf.constant(x)
+        adv, _ = TradesAttacker(LinfBall(20.0), 10, 5.0, draws=Draws(2)).attack(clean, tf.constant(y), model, K)
+        start = clean + 0.002 * tf.random.normal(tf.shape(clean), seed=2)
+        return kl_divergence(model(clean), model(adv)), kl_divergence(model(clean), model(start))
+    after, at_start = session_run(build)
+    assert np.all(after >= at_start) and after.mean() > 10 * at_start.mean()
+
+
+def _loss(method, seed=0):
+    """The training loss of ``method`` on a fixed small batch and fixed weights."""
+    spec = ArchSpec("small", 14, num_classes=10, image_size=12, image_channels=1, width=4)
+    g = tf.Graph()
+    with g.as_default():
+        tfv1.set_random_seed(seed)
+        model = AdvModel(spec, method=method, weight_decay=0.0)
+        image = tf.constant(np.random.RandomState(3).randint(0, 256, (8, 12, 12, 1)).astype(np.uint8))
+        label = tf.constant(np.arange(8, dtype=np.int32) % 10)
+        with TowerContext("", is_training=True):
+            model.build_graph(image, label)
+        loss = g.get_tensor_by_name("xentropy_loss:0")
+        variables = tfv1.global_variables()
+        with tfv1.Session() as sess:
+            sess.run(tfv1.global_variables_initializer())
+            rng = np.random.RandomState(4)
+            for v in variables:
+                low = 0.5 if v.op.name.endswith("variance/EMA") else -0.5       # BN variances positive
+                v.load(rng.uniform(low, low + 1.0, v.shape.as_list()).astype(v.dtype.as_numpy_dtype), sess)
+            return sess.run(loss)
+
+
+def test_trades_with_beta_0_and_no_inner_attack_is_clean_trainings_loss():
+    clean = _loss(AdversarialTraining(NoAttack()))
+    assert _loss(Trades(NoAttack(targeted=False), 0.0)) == pytest.approx(clean, rel=1e-6)
+    # and the KL term is really there when beta > 0 with an attack
+    attacked = _loss(Trades(TradesAttacker(LinfBall(25.5), 3, 6.0, draws=Draws(1)), 6.0))
+    assert attacked > clean + 1e-4
+
+
+TINY = ["--fake", "--arch", "S14", "--width", "4", "--batch", "8", "--steps-per-epoch", "3", "--epochs", "1",
+        "--eval-attack-iters", "0", "--eval-long-attack-iter", "0", "--eval-batch", "16", "--seed", "1"]
+
+
+def test_free_training_with_one_replay_at_epsilon_0_is_clean_training(tmp_path):
+    """Free training's step with m = 1 and no perturbation is the clean step: the same weights
+    after the same steps as --attack-iter 0."""
+    run([PYTHON, REPO / "train.py"] + TINY + ["--attack-iter", "0", "--logdir", tmp_path / "clean"])
+    run([PYTHON, REPO / "train.py"] + TINY + ["--method", "free", "--free-replays", "1", "--attack-epsilon", "0",
+                                             "--guard", "off", "--logdir", tmp_path / "free"])
+    a, b = np.load(tmp_path / "clean" / "model-final.npz"), np.load(tmp_path / "free" / "model-final.npz")
+    weights = [k for k in a.files if not k.startswith("__")]
+    assert weights and set(weights) == {k for k in b.files if not k.startswith("__")}      # no perturbation exported
+    for k in weights:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    record = json.loads(bytes(b["__training__"]).decode())
+    assert record["method"] == "free" and record["replays"] == 1
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--method", "sgd"], "invalid choice"),
+    (["--method", "trades", "--trades-beta", "-1"], "--trades-beta must be >= 0"),
+    (["--method", "free", "--free-replays", "0"], "--free-replays must be >= 1"),
+    (["--method", "fgsm-rs", "--guard-margin", "0"], "--guard-margin is a fall in accuracy points, in (0, 100]"),
+    (["--method", "fgsm-rs", "--guard-margin", "150"], "in (0, 100]"),
+    (["--method", "fgsm-rs", "--trades-beta", "3"], "--trades-beta is a knob of --method trades"),
+    (["--method", "n-fgsm", "--attack-iter", "7"], "--attack-iter is read by --method pgd only"),
+    (["--method", "free", "--attack-precision", "fp16"], "--method free runs no attack iterations"),
+    (["--guard-every", "10"], "the guard is off for --method pgd"),
+    (["--method", "fgsm-rs", "--on-collapse", "adam"], "--on-collapse adam: pass stop, or the method"),
+])
+def test_bad_method_flags_get_one_line_and_exit_2(tmp_path, capsys, flags, words):
+    """Checked before any work (in-process: nothing is built before the check)."""
+    import train
+    try:
+        code = train.main([str(a) for a in TINY + flags + ["--logdir", tmp_path / "run"]])
+    except SystemExit as e:
+        code = e.code
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert code == 2 and len(errors) == 1 and words in errors[0], errors
+    assert not (tmp_path / "run").exists()
