@@ -149,3 +149,120 @@ def test_bad_method_flags_get_one_line_and_exit_2(tmp_path, capsys, flags, words
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert code == 2 and len(errors) == 1 and words in errors[0], errors
     assert not (tmp_path / "run").exists()
+
+
+class _Monitors:
+    def __init__(self):
+        self.error, self.scalars = None, []
+
+    def get_latest(self, name):
+        assert name == "guard/top1_error"
+        return self.error
+
+    def put_scalar(self, name, value):
+        self.scalars.append((name, value))
+
+
+class _Trainer:
+    def __init__(self):
+        self.monitors, self.global_step, self.is_chief = _Monitors(), 0, True
+
+
+def _guard(logdir, margin=20.0):
+    from training.guard import CollapseGuard
+    guard = CollapseGuard(str(logdir), margin=margin, images=64)
+    guard.trainer = _Trainer()
+    guard.before_train()
+    return guard
+
+
+def _check(guard, step, accuracy):
+    guard.trainer.global_step, guard.trainer.monitors.error = step, 1.0 - accuracy
+    guard.trigger()
+
+
+def test_the_guard_fires_on_a_fall_beyond_its_margin_from_the_best_and_keeps_its_reference(tmp_path):
+    """Wong et al.'s rule: a fall of more than the margin below the best accuracy so far (not
+    below the last one); a resumed run reads the best back from guard.json."""
+    from training.guard import Collapsed
+    guard = _guard(tmp_path)
+    for step, acc in [(10, 0.30), (20, 0.55), (30, 0.40), (40, 0.36)]:   # 19 points below 55%: no collapse
+        _check(guard, step, acc)
+    assert json.loads((tmp_path / "guard.json").read_text())["best"] == pytest.approx(0.55)
+    resumed = _guard(tmp_path)
+    assert resumed.best == pytest.approx(0.55)
+    with pytest.raises(Collapsed) as e:
+        _check(resumed, 50, 0.34)                                          # 21 points below the best
+    assert e.value.step == 50 and e.value.best == pytest.approx(0.55) and e.value.checkpoint is None
+    assert "fell from 55.0% to 34.0%" in str(e.value) and "none (no checkpoint had been written)" in str(e.value)
+    history = json.loads((tmp_path / "guard.json").read_text())["history"]
+    assert [h["step"] for h in history] == [10, 20, 30, 40, 50]
+    # a smaller margin fires earlier, on the same accuracies
+    strict = _guard(tmp_path / "strict", margin=10.0)
+    _check(strict, 10, 0.55)
+    with pytest.raises(Collapsed):
+        _check(strict, 20, 0.44)
+
+
+def test_the_guard_checks_every_k_steps_and_at_each_epochs_end_once():
+    """At the multiples of k of the global step (a resumed run checks where the first would
+    have) and at each epoch's end, once where both fall together."""
+    from training.guard import GuardTrigger
+
+    class Counting:
+        def __init__(self):
+            self.steps = []
+
+        def trigger(self):
+            self.steps.append(trainer.global_step)
+
+        def trigger_step(self):
+            pass
+
+    trainer = _Trainer()
+    cb = Counting()
+    trigger = GuardTrigger.__new__(GuardTrigger)
+    trigger.cb, trigger.every, trigger.steps_per_epoch, trigger.trainer = cb, 4, 10, trainer
+    trigger.timed, trigger._seconds, trigger._epoch_start = False, None, None
+    for step in range(1, 21):
+        trainer.global_step = step
+        trigger.trigger_step()
+        if step % 10 == 0:
+            trigger.trigger_epoch()
+    assert cb.steps == [4, 8, 10, 12, 16, 20]
+
+
+@pytest.mark.horovod
+def test_free_and_single_step_training_under_two_ranks(tmp_path):
+    """Free training under horovodrun -np 2: the ranks' weights stay identical bit for bit, each
+    rank's perturbation rows are its own and all of them reach the checkpoint, which a resumed run
+    reads back; the guard's check is summed over both ranks; the method's cost is logged."""
+    from helpers import horovodrun
+    logdir = tmp_path / "free"
+    flags = TINY + ["--method", "free", "--free-replays", "2", "--guard-images", "32", "--logdir", logdir]
+    horovodrun(2, [REPO / "train.py"] + flags, timeout=600)
+    lines = [json.loads(x) for x in (logdir / "metrics.jsonl").read_text().splitlines()]
+    last = lines[-1]
+    assert last["ranks/variables_differing"] == 0 and last["ranks/weight_spread"] == 0
+    assert last["method/passes_per_step"] == 3 and last["method/images_per_second"] > 0
+    assert 0 <= last["guard/accuracy"] <= 1 and 0 < last["guard/share"] < 1
+    guard = json.loads((logdir / "guard.json").read_text())
+    assert guard["images"] == 32 and guard["history"]
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(logdir)))
+    delta = reader.get_tensor("free_perturbation")
+    assert delta.shape[0] == 16                              # the total batch: 2 ranks x 8
+    for rows in (delta[:8], delta[8:]):                      # each rank moved its own rows
+        assert np.abs(rows).max() > 0 and np.abs(rows).max() <= 25.5 / 127.5 + 1e-6
+    assert not np.allclose(delta[:8], delta[8:])
+    record = json.loads((logdir / "run.json").read_text())
+    assert record["method"]["method"] == "free" and record["method"]["replays"] == 2, record
+    # resumed for a second epoch on two ranks: it starts from the checkpoint's perturbation
+    out = horovodrun(2, [REPO / "train.py"] + flags[:flags.index("--epochs") + 1] + ["2"] +
+                     flags[flags.index("--epochs") + 2:], timeout=600).stdout
+    assert "Resuming from" in out and "at epoch 2" in out, out[-3000:]
+    # and a single-step method trains on two ranks too
+    single = tmp_path / "nfgsm"
+    horovodrun(2, [REPO / "train.py"] + TINY + ["--method", "n-fgsm", "--guard", "off", "--logdir", single],
+               timeout=600)
+    last = [json.loads(x) for x in (single / "metrics.jsonl").read_text().splitlines()][-1]
+    assert last["ranks/variables_differing"] == 0 and last["method/passes_per_step"] == 5

@@ -330,6 +330,20 @@ class ThroughputStats(Callback):
         self.trainer.monitors.put_scalar("method/images_per_second", steps * self.total_batch / max(seconds, 1e-9))
 
 
+class EpochBroadcast(Callback):
+    """Under horovodrun, at each epoch's end: rank 0's global variables to every rank
+    (tensorpack's HorovodTrainer broadcast, which make_trainer moves here from the start of the
+    epoch's callbacks). After RankWeightsCheck, so that the check sees each rank's own weights,
+    and after GatherFreePerturbation, so that no rank's perturbation rows are overwritten; before
+    the guard and the evaluations, so that every rank evaluates with the chief's batch-norm
+    statistics (which each rank's own batches updated)."""
+    _chief_only = False
+
+    def _trigger_epoch(self):
+        if getattr(self.trainer, "_broadcast_op", None) is not None:
+            self.trainer.broadcast(None)
+
+
 class GatherFreePerturbation(Callback):
     """Free training under horovodrun: each rank updates only its own rows of the
     perturbation variable (model/methods.py); at each epoch's end, before the checkpoint, every

@@ -14,6 +14,7 @@ metrics.jsonl; guard.json keeps the best so far, so a resumed run keeps its refe
 """
 import json
 import os
+import time
 
 from tensorpack.callbacks import Callback, ProxyCallback
 
@@ -74,18 +75,36 @@ class CollapseGuard(Callback):
 
 
 class GuardTrigger(ProxyCallback):
-    """Triggers ``callback`` every ``every`` steps within an epoch and at each epoch's end
-    (once when the two coincide); its other hooks pass through."""
+    """Triggers ``callback`` at every multiple of ``every`` of the global step (so a resumed run
+    checks where an unbroken one would) and at each epoch's end, once when the two coincide;
+    its other hooks pass through. ``timed``: the guard's cost, its seconds in the epoch and their
+    share of the epoch's wall time, to TensorBoard and metrics.jsonl (``guard/seconds``,
+    ``guard/share``)."""
 
-    def __init__(self, callback, every, steps_per_epoch):
+    def __init__(self, callback, every, steps_per_epoch, timed=False):
         super().__init__(callback)
-        self.every, self.steps_per_epoch = int(every or 0), int(steps_per_epoch)
+        self.every, self.steps_per_epoch, self.timed = int(every or 0), int(steps_per_epoch), timed
+        self._seconds = self._epoch_start = None
+
+    def _before_epoch(self):
+        self._seconds, self._epoch_start = 0.0, time.perf_counter()
+        self.cb.before_epoch()
+
+    def _timed_trigger(self):
+        start = time.perf_counter()
+        self.cb.trigger()
+        if self._seconds is not None:
+            self._seconds += time.perf_counter() - start
 
     def _trigger_step(self):
         self.cb.trigger_step()
         step = self.global_step
         if self.every and step % self.every == 0 and step % self.steps_per_epoch != 0:
-            self.cb.trigger()
+            self._timed_trigger()
 
     def _trigger_epoch(self):
-        self.cb.trigger()
+        self._timed_trigger()
+        if self.timed and self._epoch_start is not None:
+            wall = time.perf_counter() - self._epoch_start
+            self.trainer.monitors.put_scalar("guard/seconds", self._seconds)
+            self.trainer.monitors.put_scalar("guard/share", self._seconds / max(wall, 1e-9))

@@ -18,9 +18,10 @@ from tensorpack.utils import logger
 from core.dist import horovod, rank_and_size, sum_now, under_horovodrun
 from core.files import atomic_write
 from model import AdvModel, checkpoint
+from model.methods import FreeTraining
 
 from . import faults
-from .callbacks import (CheckpointSaver, DistributedClassificationStats, ExportNpz, FaultInjection,
+from .callbacks import (CheckpointSaver, DistributedClassificationStats, EpochBroadcast, ExportNpz, FaultInjection,
                         GatherFreePerturbation, JSONLinesWriter, RankWeightsCheck, SkippedImagesStats,
                         StopOnNonFiniteLoss, ThroughputStats)
 from .guard import GUARD_TOWER, CollapseGuard, GuardTrigger
@@ -93,7 +94,12 @@ class RepeatEach(ProxyDataFlow):
 def make_trainer():
     if under_horovodrun():
         horovod()
-        return HorovodTrainer(average=True)
+        trainer = HorovodTrainer(average=True)
+        # its broadcast of rank 0's variables at every epoch's end would run before the
+        # epoch's callbacks, hiding any rank's drift from RankWeightsCheck: EpochBroadcast runs
+        # it after the check (build_config)
+        trainer.BROADCAST_EVERY_EPOCH = False
+        return trainer
     return SimpleTrainer()
 
 
@@ -126,17 +132,19 @@ def build_config(plan, arch, train_attacker, source, rank, size):
     # ExportNpz, last, never exports after an epoch whose checks or evaluations failed.
     # (Callbacks with collectives keep the same relative order on every rank.)
     callbacks.append(RankWeightsCheck())
+    if size > 1:
+        if isinstance(plan.method, FreeTraining):
+            callbacks.append(GatherFreePerturbation())
+        callbacks.append(EpochBroadcast())
     if plan.guard:
         # before the epoch's checkpoint: a collapse is found before it is written
         g = plan.guard
         runner = InferenceRunner(source.eval_flow(plan.eval_batch, rank, size, limit=g.images),
                                  [DistributedClassificationStats(GUARD_TOWER)],
                                  tower_name=GUARD_TOWER).set_chief_only(False)
-        callbacks += [GuardTrigger(runner, g.every, plan.steps_per_epoch),
+        callbacks += [GuardTrigger(runner, g.every, plan.steps_per_epoch, timed=True),
                       GuardTrigger(CollapseGuard(plan.logdir, g.margin, source.num_eval(g.images)), g.every,
                                    plan.steps_per_epoch)]
-    if replays > 1 and size > 1:
-        callbacks.append(GatherFreePerturbation())
     callbacks.append(ThroughputStats(plan.batch_per_worker * size, plan.method))
     if is_chief:
         callbacks.append(CheckpointSaver(max_to_keep=plan.keep_checkpoints, checkpoint_dir=plan.logdir))
