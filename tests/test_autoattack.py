@@ -634,6 +634,7 @@ def _autoattack(model, out, *extra):
     return json.loads((out / "aa.json").read_text())["white_box"], np.load(out / "aa.npz")
 
 
+@pytest.mark.once
 def test_autoattack_reports_its_members_and_is_below_each_of_them(trained_model, tmp_path):
     """The standard ensemble in order, each member on what the earlier ones left; per image,
     an image AutoAttack leaves correct is left correct by every member run alone (same
@@ -664,6 +665,7 @@ def test_autoattack_reports_its_members_and_is_below_each_of_them(trained_model,
     assert row["robust_accuracy"] < 1 - res["clean"]["top1_error"]   # it broke something
 
 
+@pytest.mark.once
 @pytest.mark.slow
 @pytest.mark.horovod
 def test_autoattack_under_two_ranks_equals_one_process(trained_model, tmp_path):
@@ -684,6 +686,7 @@ def test_autoattack_under_two_ranks_equals_one_process(trained_model, tmp_path):
     assert json.loads((out / "aa.json").read_text())["workers"] == 2
 
 
+@pytest.mark.once
 def test_audit_runs_every_check_and_writes_its_verdicts(trained_model, tmp_path):
     """Every check, with transfer sets given both ways --save-adversarial writes them (a
     directory of PNGs and an .npz), which hold the same images and so score the same."""

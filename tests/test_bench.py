@@ -1,9 +1,12 @@
 """The benchmark runs on a tiny configuration and writes its JSON (no time is asserted)."""
 import json
 
+import pytest
+
 from helpers import PYTHON, run
 
 
+@pytest.mark.once
 def test_bench_run_tiny_writes_json_and_markdown(tmp_path):
     """`python -m bench.run --tiny` (tiny nets, one process): every section in the JSON, the
     Markdown report regenerated with a section it does not generate kept."""

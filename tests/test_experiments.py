@@ -338,6 +338,7 @@ def test_the_block_usage_table_reads_the_committed_first_seed_model_only(tmp_pat
 
 
 # ------------------------------------------------------------------------------ end to end
+@pytest.mark.once
 def test_tiny_suite_runs_resumes_and_writes_the_page(tmp_path):
     out, docs = tmp_path / "out", tmp_path / "docs"
     argv = [PYTHON, "-m", "experiments", "--budget", "tiny", "--out", str(out), "--docs", str(docs),

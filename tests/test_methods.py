@@ -54,7 +54,8 @@ def test_single_step_and_trades_perturbations_stay_in_their_balls(norm):
     attackers = {"fgsm-rs": FGSMRSAttacker(threat, targeted=False, draws=Draws(1)),
                  "n-fgsm": NFGSMAttacker(threat, targeted=False, draws=Draws(1)),
                  "trades": TradesAttacker(threat, 5, threat.epsilon / 4, draws=Draws(1))}
-    out = {n: session_run(lambda a=a: a.attack(tf.constant(x), tf.constant(y), model, K)[0]) for n, a in attackers.items()}
+    out = {n: session_run(lambda a=a: a.attack(tf.constant(x), tf.constant(y), model, K)[0])
+           for n, a in attackers.items()}
     for name, adv in out.items():
         bound = threat.eps * (3.0 if name == "n-fgsm" else 1.0)
         assert np.all(norms(adv - x, norm) <= bound * (1 + 1e-5) + 1e-6), name
@@ -266,3 +267,71 @@ def test_free_and_single_step_training_under_two_ranks(tmp_path):
                timeout=600)
     last = [json.loads(x) for x in (single / "metrics.jsonl").read_text().splitlines()][-1]
     assert last["ranks/variables_differing"] == 0 and last["method/passes_per_step"] == 5
+
+
+# A configuration that really collapses here (measured on the 2-core machine, see
+# docs/TRAINING-METHODS.md): FGSM without random start (N-FGSM with no noise: one step of
+# epsilon) at epsilon 51 (0.2 of the range) on the demo's net and learning rate. Its accuracy
+# under PGD-10 on the guard's images climbs to about 15% by step 100, then falls to 0 while its
+# FGSM training accuracy keeps rising (Wong et al.'s signature). At this scale the robust
+# accuracy before the fall is ~15 points, so the margin is 8 points rather than their 20;
+# checks at each 50-step epoch's end only, as theirs.
+COLLAPSING = ["--preset", "demo", "--method", "n-fgsm", "--n-fgsm-noise", "0", "--attack-epsilon", "51",
+              "--steps-per-epoch", "50", "--guard-every", "0", "--guard-margin", "8", "--guard-images", "256",
+              "--eval-limit", "256"]
+
+
+def _step(prefix):
+    return int(str(prefix).rsplit("-", 1)[1])
+
+
+@pytest.mark.once
+def test_the_guard_stops_a_collapsing_run_and_keeps_the_checkpoint_before_it(tmp_path):
+    logdir = tmp_path / "fgsm"
+    proc = run([PYTHON, REPO / "train.py"] + COLLAPSING + ["--epochs", "6", "--logdir", logdir], check=False,
+               timeout=900)
+    assert proc.returncode == 3, proc.stdout[-3000:]
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("train.py: ")]
+    assert len(lines) == 1 and "catastrophic overfitting at step" in lines[0], proc.stdout[-3000:]
+    history = json.loads((logdir / "guard.json").read_text())["history"]
+    accuracies = [h["accuracy"] for h in history]
+    collapse_step = history[-1]["step"]
+    # the fall that fired is more than the margin below the best before it, and was the first such
+    assert 100 * (max(accuracies[:-1]) - accuracies[-1]) > 8
+    assert all(100 * (max(accuracies[:i]) - accuracies[i]) <= 8 for i in range(1, len(accuracies) - 1))
+    kept = tf.train.latest_checkpoint(str(logdir))
+    assert _step(kept) < collapse_step and str(kept) in lines[0]
+    assert not (logdir / "model-final.npz").exists()
+
+
+@pytest.mark.once
+def test_the_guard_continues_a_collapsed_run_with_the_fallback_from_the_kept_checkpoint(tmp_path):
+    logdir = tmp_path / "fgsm"
+    proc = run([PYTHON, REPO / "train.py"] + COLLAPSING + ["--epochs", "6", "--on-collapse", "pgd-1",
+                                                           "--logdir", logdir], timeout=900)
+    assert "continuing from it with --method pgd-1" in proc.stdout, proc.stdout[-3000:]
+    final = np.load(logdir / "model-final.npz")
+    record = json.loads(bytes(final["__training__"]).decode())
+    (collapse,) = record["collapses"]
+    assert collapse["method"] == "n-fgsm" and collapse["continued_with"] == "pgd-1"
+    assert _step(collapse["checkpoint"]) < collapse["step"] and collapse["best"] - collapse["accuracy"] > 0.08
+    assert record["method"] == "pgd" and record["iterations"] == 1
+    # the fallback trained to the end from the checkpoint kept, and its checks passed
+    assert int(tf.train.load_checkpoint(tf.train.latest_checkpoint(str(logdir))).get_tensor("global_step")) == 300
+    history = json.loads((logdir / "guard.json").read_text())["history"]
+    after = [h for h in history if h["step"] > _step(collapse["checkpoint"])][1:]
+    assert after and all(100 * (collapse["best"] - h["accuracy"]) <= 8 for h in after)
+
+
+@pytest.mark.once
+def test_the_guard_never_fires_on_pgd_training(tmp_path):
+    """The demo's targeted PGD-3 training with the guard on, checked every 25 steps: no collapse
+    (and its check costs what guard/share says)."""
+    logdir = tmp_path / "pgd"
+    run([PYTHON, REPO / "train.py", "--preset", "demo", "--steps-per-epoch", "50", "--epochs", "4", "--guard", "on",
+         "--guard-every", "25", "--guard-images", "256", "--eval-limit", "256", "--logdir", logdir], timeout=900)
+    history = json.loads((logdir / "guard.json").read_text())["history"]
+    assert [h["step"] for h in history] == list(range(25, 201, 25))
+    assert (logdir / "model-final.npz").exists()
+    record = json.loads(bytes(np.load(logdir / "model-final.npz")["__training__"]).decode())
+    assert record["collapses"] == [] and record["method"] == "pgd"

@@ -133,6 +133,7 @@ RELEASED = {
 }
 
 
+@pytest.mark.once
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(RELEASED))
 def test_each_released_architecture_exports_to_onnx_with_the_same_logits(name, tmp_path):

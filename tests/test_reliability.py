@@ -545,6 +545,7 @@ def test_a_full_disk_during_a_checkpoint_write(tmp_path):
     assert not (logdir / "model-final.npz").exists()
 
 
+@pytest.mark.once
 @pytest.mark.horovod
 def test_a_rank_that_freezes_or_dies_ends_the_job_and_the_restart_resumes(tmp_path, spawn):
     """Under horovodrun (Gloo, 2 ranks), rank 1 stops after step 4 (rank 0 waits in step 5's
