@@ -207,7 +207,7 @@ def training_job(args, collapses=()):
     import data
     from config.flags import (arch_from_args, attacker_from_args, batch_per_worker, choose_preset, iterations,
                               or_preset, preset_dataset)
-    from config.methods import guard_plan, training_method
+    from config.methods import check_resumed_method, guard_plan, training_method
     from core.dist import rank_and_size
     from core.files import check_outputs
     from core.provenance import git_commit
@@ -250,6 +250,8 @@ def training_job(args, collapses=()):
     logdir = args.logdir or os.path.join("train_log", arch.name)
     check_outputs([("--logdir", logdir)], [("--load", args.load), ("--data", args.data)] if args.load else
                   [("--data", args.data)], directories=("--logdir",))
+    if not args.restart and not collapses:       # a fallback after a collapse changes method on purpose
+        check_resumed_method(logdir, method_record)
     if rank == 0:
         logger.set_logger_dir(logdir, action="k")
     plan = TrainPlan(logdir=logdir, epochs=args.epochs or preset.epochs, steps_per_epoch=steps,

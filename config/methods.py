@@ -72,6 +72,30 @@ def check_method_flags(args):
                 "it" if len(given) == 1 else "them"))
 
 
+def check_resumed_method(logdir, record):
+    """A log directory holding a run's checkpoints resumes with that run's method only: one line
+    naming the recorded method (run.json) and the flags that resume it. A run recorded without
+    a method trained with PGD, the only method there was."""
+    import json
+    import os
+    info_path = os.path.join(logdir, "run.json")
+    if not (os.path.exists(os.path.join(logdir, "checkpoint")) and os.path.exists(info_path)):
+        return
+    try:
+        with open(info_path) as f:
+            recorded = json.load(f).get("method") or {"method": "pgd"}
+    except (OSError, ValueError):
+        return                       # resume.py reports a damaged run directory
+    if recorded.get("method", "pgd") == record["method"]:
+        return
+    name = recorded.get("method", "pgd")
+    resume = "--method %s" % name + (" --attack-iter %d" % recorded["iterations"]
+                                     if name == "pgd" and recorded.get("iterations") is not None else "")
+    raise FlagError("--method %s: the run in %s trained with --method %s (its run.json); resume it with %s, "
+                    "train it again with --restart, or pass another --logdir" % (record["method"], logdir, name,
+                                                                                resume))
+
+
 def guard_on(args):
     return args.guard == "on" or (args.guard == "auto" and args.method in GUARDED)
 

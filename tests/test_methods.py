@@ -335,3 +335,15 @@ def test_the_guard_never_fires_on_pgd_training(tmp_path):
     assert (logdir / "model-final.npz").exists()
     record = json.loads(bytes(np.load(logdir / "model-final.npz")["__training__"]).decode())
     assert record["collapses"] == [] and record["method"] == "pgd"
+
+
+def test_resuming_with_another_method_is_refused(tmp_path):
+    logdir = tmp_path / "run"
+    run([PYTHON, REPO / "train.py"] + TINY + ["--attack-iter", "1", "--logdir", logdir])
+    before = (logdir / "run.json").read_text()
+    proc = run([PYTHON, REPO / "train.py"] + TINY + ["--method", "fgsm-rs", "--epochs", "2", "--logdir", logdir],
+               check=False)
+    errors = [x for x in proc.stdout.splitlines() if x.startswith("train.py: ")]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stdout[-3000:]
+    assert "trained with --method pgd (its run.json); resume it with --method pgd --attack-iter 1" in errors[0]
+    assert (logdir / "run.json").read_text() == before and not (logdir / "guard.json").exists()
