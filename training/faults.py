@@ -48,10 +48,11 @@ def stall(step, rank):
 
 
 @contextlib.contextmanager
-def file_size_limit(limit):
-    """Writes beyond ``limit`` bytes fail with EFBIG (SIGXFSZ ignored) inside."""
+def file_size_limit(limit, on_exceed=signal.SIG_IGN):
+    """Writes beyond ``limit`` bytes fail with EFBIG inside (``on_exceed``: SIGXFSZ's handler;
+    SIG_DFL kills the process mid-write)."""
     old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
-    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    old_handler = signal.signal(signal.SIGXFSZ, on_exceed)
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, old_limit[1]))
     try:
         yield
@@ -80,15 +81,9 @@ def during_save(step, nbytes, rank=0):
         yield
         return
     limit = max(1, int(nbytes) // 2)
-    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
-    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_DFL if kill else signal.SIG_IGN)
     if kill:
         resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
     print("fault injection: checkpoint of step %d written under a %d-byte file-size limit (%s)" % (
         step, limit, "killed by SIGXFSZ mid-write" if kill else "the write fails"), file=sys.stderr, flush=True)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, old_limit[1]))
-    try:
+    with file_size_limit(limit, signal.SIG_DFL if kill else signal.SIG_IGN):
         yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
-        signal.signal(signal.SIGXFSZ, old_handler)
