@@ -99,16 +99,16 @@ def _query_key_value(x, spec, data_format, embed):
             _flatten_positions(source, data_format))
 
 
-def _gaussian_weights(q, k, data_format):
-    """softmax_j(theta(x_i)^T phi(x_j) / sqrt(d)): f / C(x) of the Gaussian version."""
+def _gaussian_logits(q, k, data_format):
+    """theta(x_i)^T phi(x_j) / sqrt(d), the logits of f / C(x) in the Gaussian version."""
     # the 1/sqrt(d) scale is applied to q (N x d), not to the N x M logits: cheaper
     if data_format == "NCHW":        # q [B, d, N], k [B, d, M]
-        d = q.shape.as_list()[1]
-        logits = tf.matmul(q * (1.0 / math.sqrt(d)), k, transpose_a=True)
-    else:                            # q [B, N, d], k [B, M, d]
-        d = q.shape.as_list()[2]
-        logits = tf.matmul(q * (1.0 / math.sqrt(d)), k, transpose_b=True)
-    return tf.nn.softmax(logits, axis=-1)       # [B, N, M]
+        return tf.matmul(q * _inv_sqrt_d(q, data_format), k, transpose_a=True)
+    return tf.matmul(q * _inv_sqrt_d(q, data_format), k, transpose_b=True)    # q [B, N, d], k [B, M, d]
+
+
+def _inv_sqrt_d(q, data_format):
+    return 1.0 / math.sqrt(q.shape.as_list()[1 if data_format == "NCHW" else 2])
 
 
 def _weighted_mean(weights, v, data_format):
@@ -116,6 +116,47 @@ def _weighted_mean(weights, v, data_format):
     if data_format == "NCHW":       # v [B, C, M] -> [B, C, N]
         return tf.matmul(v, weights, transpose_b=True)
     return tf.matmul(weights, v)    # v [B, M, C] -> [B, N, C]
+
+
+def _gaussian_mean(q, k, v, data_format, gradients):
+    """y_i = sum_j softmax_j(theta(x_i)^T phi(x_j) / sqrt(d)) x_j for the queries in ``q``.
+
+    ``gradients.nonlocal_grad == "fused"``: the gradient is written out. With W the softmax
+    weights, Y = W V and dY the incoming gradient: dV = W^T dY, dW = dY V^T, and the softmax's
+    gradient dS = W * (dW - D) with D_i = sum_j dW_ij W_ij = sum_c dY_ic Y_ic (since
+    dW_ij = sum_c dY_ic V_jc): an N x C product instead of TensorFlow's N x M one and its sum;
+    the element-wise part is one XLA loop (``gradients.xla``). The forward ops are those of the
+    "tensorflow" choice, so the values are the same."""
+    def forward(q, k, v):
+        weights = tf.nn.softmax(_gaussian_logits(q, k, data_format), axis=-1)     # [B, N, M]
+        return weights, _weighted_mean(weights, v, data_format)
+
+    if gradients.nonlocal_grad == "tensorflow":
+        return forward(q, k, v)[1]
+    scale = _inv_sqrt_d(q, data_format)
+    nchw = data_format == "NCHW"
+
+    @tf.custom_gradient
+    def gaussian_mean(q, k, v):
+        weights, y = forward(q, k, v)
+
+        def grad(dy):
+            if nchw:     # q [B,d,N], k [B,d,M], v [B,C,M], y and dy [B,C,N]
+                dv = tf.matmul(dy, weights)
+                dw = tf.matmul(dy, v, transpose_a=True)
+                row = tf.expand_dims(tf.reduce_sum(dy * y, axis=1), -1)
+            else:        # q [B,N,d], k [B,M,d], v [B,M,C], y and dy [B,N,C]
+                dv = tf.matmul(weights, dy, transpose_a=True)
+                dw = tf.matmul(dy, v, transpose_b=True)
+                row = tf.reduce_sum(dy * y, axis=-1, keepdims=True)
+            with gradients.fused():
+                # d loss / d logits, times the scale (logits = (scale q) k^T)
+                ds = weights * (dw - row) * scale
+            if nchw:
+                return tf.matmul(k, ds, transpose_b=True), tf.matmul(q, ds), dv
+            return tf.matmul(ds, k), tf.matmul(ds, q, transpose_a=True), dv
+        return y, grad
+    return gaussian_mean(q, k, v)
 
 
 @register("nonlocal")
@@ -136,10 +177,10 @@ def nonlocal_gaussian(x, spec, data_format, gradients=FAST):
             size = min(spec.query_block, n - start)
             q_chunk = tf.slice(q, [0, 0, start], [-1, -1, size]) if data_format == "NCHW" \
                 else tf.slice(q, [0, start, 0], [-1, size, -1])
-            chunks.append(_weighted_mean(_gaussian_weights(q_chunk, k, data_format), v, data_format))
+            chunks.append(_gaussian_mean(q_chunk, k, v, data_format, gradients))
         y = tf.concat(chunks, axis=pos_axis)
     else:
-        y = _weighted_mean(_gaussian_weights(q, k, data_format), v, data_format)
+        y = _gaussian_mean(q, k, v, data_format, gradients)
     return _unflatten_positions(y, x, data_format)
 
 
@@ -212,68 +253,105 @@ def mean_filter(x, spec, data_format, gradients=FAST):
     return tf.nn.avg_pool2d(x, k, 1, "SAME")
 
 
-# Paeth's median-of-9 exchange network (Graphics Gems, "Median finding on a 3x3 grid"):
-# 19 compare-exchanges after which element 4 is the median.
-_MEDIAN9_NETWORK = ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8),
-                    (0, 3), (5, 8), (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2))
+# The 3x3 median as a separable min/max network: sort every vertical triple of the padded map
+# (3 compare-exchanges, shared by the three windows that contain that column); the median of
+# a window is then med3(the largest of its columns' minima, the median of their middles, the
+# smallest of their maxima), exactly (a min/max network is right for all inputs if it is right
+# for all 0/1 inputs, and tests/test_denoise_ops.py checks all 512). 18 min/max per output
+# where the 19-exchange network of Paeth ("Median finding on a 3x3 grid", Graphics Gems) needs 38.
+def _sort3(a, b, c):
+    a, b = tf.minimum(a, b), tf.maximum(a, b)
+    b, c = tf.minimum(b, c), tf.maximum(b, c)
+    a, b = tf.minimum(a, b), tf.maximum(a, b)
+    return a, b, c
 
 
-def _median_of_9(values, gradients=FAST):
-    """Element-wise median of 9 tensors. Forward: the exchange network. Gradient
-    (``gradients.median == "selected"``): all of dy to the input equal to the median (the
-    first one, on ties: any one of them is a valid subgradient, and only one may take it).
-    Backpropagating through the 38 min/max ops instead ("network") costs 38 select pairs;
-    this is 9 comparisons (`python -m bench.run` measures both, in its section "Median filter
-    gradient (ablation)")."""
+def _med3(a, b, c):
+    return tf.maximum(tf.minimum(a, b), tf.minimum(tf.maximum(a, b), c))
+
+
+def _axis_slice(x, axis, start, size):
+    begin, sizes = [0] * 4, [-1] * 4
+    begin[axis], sizes[axis] = start, size
+    return tf.slice(x, begin, sizes)
+
+
+def _spatial_axes(data_format):
+    return (2, 3) if data_format == "NCHW" else (1, 2)
+
+
+def _median3x3_network(padded, h, w, data_format):
+    """The median of every 3x3 window of ``padded`` (its map padded by one on each side)."""
+    rows, cols = _spatial_axes(data_format)
+    low, mid, high = _sort3(*(_axis_slice(padded, rows, r, h) for r in range(3)))
+    column = [lambda t, j=j: _axis_slice(t, cols, j, w) for j in range(3)]
+    lows = tf.maximum(tf.maximum(column[0](low), column[1](low)), column[2](low))
+    highs = tf.minimum(tf.minimum(column[0](high), column[1](high)), column[2](high))
+    return _med3(lows, _med3(*(c(mid) for c in column)), highs)
+
+
+def _median3x3(padded, h, w, data_format, gradients=FAST):
+    """Element-wise median of the 3x3 windows of ``padded``. Gradient
+    (``gradients.median == "selected"``): all of dy to the window element equal to the median
+    (the first one in row-major window order, on ties: any one of them is a valid subgradient,
+    and only one may take it). "network" back-propagates through the min/max ops instead
+    (`python -m bench.run` measures both, in its section "Median filter gradient (ablation)")."""
     if gradients.median == "network":
-        return _exchange_network(values)
+        return _median3x3_network(padded, h, w, data_format)
+    rows, cols = _spatial_axes(data_format)
 
     @tf.custom_gradient
-    def median(*v):
-        result = _exchange_network(v)
+    def median(padded):
+        result = _median3x3_network(padded, h, w, data_format)
 
         def grad(dy):
-            taken, grads = None, []
-            for w in v:
-                pick = tf.equal(w, result)
+            taken, parts = None, []
+            for dy_, dx_ in ((r, c) for r in range(3) for c in range(3)):
+                pick = tf.equal(_axis_slice(_axis_slice(padded, rows, dy_, h), cols, dx_, w), result)
                 if taken is not None:
                     pick = tf.logical_and(pick, tf.logical_not(taken))
                 taken = pick if taken is None else tf.logical_or(taken, pick)
-                grads.append(tf.where(pick, dy, tf.zeros_like(dy)))
-            return grads
+                pads = [[0, 0]] * 4
+                pads[rows], pads[cols] = [dy_, 2 - dy_], [dx_, 2 - dx_]
+                parts.append(tf.pad(tf.where(pick, dy, tf.zeros_like(dy)), pads))
+            return tf.add_n(parts)
         return result, grad
-    return median(*values)
-
-
-def _exchange_network(values):
-    v = list(values)
-    for a, b in _MEDIAN9_NETWORK:
-        v[a], v[b] = tf.minimum(v[a], v[b]), tf.maximum(v[a], v[b])
-    return v[4]
+    return median(padded)
 
 
 @register("median")
 def median_filter(x, spec, data_format, gradients=FAST):
     """Eq. (3): y_i = median{x_j : j in Omega(i)}, per channel, over a k x k window of the
     symmetrically padded map (so every window holds k*k values and the median is one of
-    them). The gradient flows to the selected element: for 3x3 the median comes from an
-    exchange network of element-wise min/max (fast on every device) and its gradient from
-    the element it equals (``_median_of_9``), otherwise through top_k."""
+    them). The gradient flows to the selected element: for 3x3 the median comes from the
+    separable exchange network of element-wise min/max (fast on every device; one XLA loop
+    with ``gradients.xla``) and its gradient from the element it equals (``_median3x3``),
+    otherwise through top_k."""
     if spec.kernel_size == 1:
         return tf.identity(x)
-    windows = _shifted_windows(x, spec.kernel_size, data_format, mode="SYMMETRIC")
     if spec.kernel_size == 3:
-        return _median_of_9(windows, gradients)
+        h, w, _ = _static_hwc(x, data_format)
+        with gradients.fused():
+            rows, cols = _spatial_axes(data_format)
+            pads = [[0, 0]] * 4
+            pads[rows] = pads[cols] = [1, 1]
+            return _median3x3(tf.pad(x, pads, mode="SYMMETRIC"), h, w, data_format, gradients)
+    windows = _shifted_windows(x, spec.kernel_size, data_format, mode="SYMMETRIC")
     k2 = spec.kernel_size ** 2
     top = tf.math.top_k(tf.stack(windows, axis=-1), k=k2 // 2 + 1, sorted=True).values
     return top[..., -1]
 
 
-def _bilateral(x, spec, data_format, gaussian):
+def _bilateral(x, spec, data_format, gaussian, gradients=FAST):
     """Eq. (2): y_i = 1/C(x) sum_{j in Omega(i)} f(x_i, x_j) x_j, Omega(i) a k x k window;
     neighbours outside the map are excluded from the sum and from C(x)."""
     embed = gaussian if spec.embed is None else spec.embed
     query, key = _queries_and_keys(x, x, data_format, embed)
+    with gradients.fused():      # the k*k window products and weights: element-wise work
+        return _bilateral_windows(x, query, key, spec, data_format, gaussian)
+
+
+def _bilateral_windows(x, query, key, spec, data_format, gaussian):
     d = _static_hwc(query, data_format)[2]
     axis = channel_axis(data_format)
     keys = _shifted_windows(key, spec.kernel_size, data_format)
@@ -297,13 +375,13 @@ def _bilateral(x, spec, data_format, gaussian):
 @register("bilateral")
 def bilateral_gaussian(x, spec, data_format, gradients=FAST):
     """Gaussian bilateral filter: the Gaussian weights of Eq. (1) over a local window."""
-    return _bilateral(x, spec, data_format, gaussian=True)
+    return _bilateral(x, spec, data_format, gaussian=True, gradients=gradients)
 
 
 @register("bilateral-dot")
 def bilateral_dot(x, spec, data_format, gradients=FAST):
     """Dot-product bilateral filter: f = x_i^T x_j, C = |Omega(i)|."""
-    return _bilateral(x, spec, data_format, gaussian=False)
+    return _bilateral(x, spec, data_format, gaussian=False, gradients=gradients)
 
 
 @register("null")

@@ -1,35 +1,54 @@
-"""Which gradients a network graph carries. The forward computation is the same under every
-choice; what changes is what ``tf.gradients`` computes through it, which the attacks use.
+"""Which gradients a network graph carries, and how its element-wise work is compiled. The
+forward computation is the same under every choice; what changes is how ``tf.gradients``
+computes through it (which the attacks use) and how fast.
 
 - ``frozen_bn``: inference-mode BN gets a one-multiply gradient (``frozen_batchnorm_grad``),
   the same formula as TensorFlow's but without the gamma/beta work the attack never uses.
 - ``median``: "selected" sends all of the gradient to the input the 3x3 median selected;
   "network" back-propagates through the exchange network's 38 min/max ops.
+- ``nonlocal_grad``: "fused" gives the Gaussian non-local op a hand-written gradient that
+  uses sum_j dW_ij W_ij = sum_c dY_ic Y_ic (an N x C sum instead of TensorFlow's N x N product
+  and sum in the softmax's gradient); "tensorflow" differentiates the softmax as TensorFlow does.
+- ``xla``: the element-wise work of the median, bilateral and Gaussian non-local ops is
+  compiled by XLA (``jit_scope``) into fused loops: one pass over memory instead of one per
+  op. The same values; chosen because it measured faster on CPUs (docs/PERFORMANCE.md); on
+  GPUs untested here.
 - ``bpda``: every denoising operation is the identity in the backward pass only
   (Backward Pass Differentiable Approximation, Athalye et al., ICML 2018): the audit's check
   that the operations do not mask gradients.
 
 ``FAST`` is what training and evaluation use; ``TENSORFLOW_ONLY`` is what exported graphs are
-built with: only ops whose gradients every TensorFlow has, so that any TensorFlow process can
-differentiate them without this code (a white-box attacker of a submitted model).
+built with: only ops whose gradients every TensorFlow has, and no XLA clusters, so that any
+TensorFlow process (or a converter such as tf2onnx) can run and differentiate them without this
+code (a white-box attacker of a submitted model).
 """
+import contextlib
 from dataclasses import dataclass
 
 import tensorflow as tf
 
 FROZEN_BN_GRADIENT = "FdenoiseFrozenBatchNormGrad"
 MEDIAN_GRADIENTS = ("selected", "network")
+NONLOCAL_GRADIENTS = ("fused", "tensorflow")
 
 
 @dataclass(frozen=True)
 class Gradients:
     frozen_bn: bool = True
     median: str = "selected"
+    nonlocal_grad: str = "fused"
+    xla: bool = True
     bpda: bool = False
 
     def __post_init__(self):
         if self.median not in MEDIAN_GRADIENTS:
             raise ValueError("median gradient %r; valid: %s" % (self.median, ", ".join(MEDIAN_GRADIENTS)))
+        if self.nonlocal_grad not in NONLOCAL_GRADIENTS:
+            raise ValueError("non-local gradient %r; valid: %s" % (self.nonlocal_grad, ", ".join(NONLOCAL_GRADIENTS)))
+
+    def fused(self):
+        """A context in which the element-wise ops built are compiled by XLA (``xla``), or none."""
+        return tf.xla.experimental.jit_scope() if self.xla else contextlib.nullcontext()
 
     def bn_override_map(self):
         """The gradient_override_map for the BN ops of a graph built with these gradients."""
@@ -37,7 +56,7 @@ class Gradients:
 
 
 FAST = Gradients()
-TENSORFLOW_ONLY = Gradients(frozen_bn=False, median="network")
+TENSORFLOW_ONLY = Gradients(frozen_bn=False, median="network", nonlocal_grad="tensorflow", xla=False)
 
 
 @tf.RegisterGradient(FROZEN_BN_GRADIENT)

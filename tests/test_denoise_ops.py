@@ -245,8 +245,12 @@ def test_median_gradient_equals_the_exchange_networks_where_the_median_is_unique
             op_types[name] = {o.type for o in g.get_operations()}
     assert "IdentityN" in op_types["ours"] and "IdentityN" not in op_types["network"] | op_types["export"]
     assert "GreaterEqual" in op_types["network"] and "GreaterEqual" not in op_types["ours"]
-    np.testing.assert_array_equal(grads["ours"], grads["network"])
-    np.testing.assert_array_equal(grads["ours"], grads["export"])
+    # equal up to the order of float sums: at the borders the symmetric padding sends several
+    # windows' gradients to one input, summed in another order by each build
+    scale = np.abs(grads["network"]).max()
+    np.testing.assert_allclose(grads["ours"], grads["network"], rtol=1e-6, atol=1e-6 * scale)
+    np.testing.assert_allclose(grads["ours"], grads["export"], rtol=1e-6, atol=1e-6 * scale)
+    assert (grads["ours"] != 0).sum() == (grads["network"] != 0).sum()
 
 
 # ----------------------------------------------------------------------------------------
@@ -321,3 +325,49 @@ def test_op_gradient(op, kw, data_format):
         assert np.abs(numeric_theta).max() > 1e-3 and np.abs(numeric_phi).max() > 1e-3
         np.testing.assert_allclose(analytic_w[SCOPE + "/embedding_theta/W"], numeric_theta, **tol)
         np.testing.assert_allclose(analytic_w[SCOPE + "/embedding_phi/W"], numeric_phi, **tol)
+
+
+@pytest.mark.parametrize("data_format", LAYOUTS)
+def test_median_network_is_exact_on_every_binary_window(data_format):
+    """The separable min/max network against numpy's median on all 512 0/1 windows: a network
+    of min/max is right for every input if it is right for every 0/1 input (the 0-1
+    principle), so this covers all real inputs."""
+    from nets.denoise_ops import _median3x3_network
+    bits = ((np.arange(512)[:, None] >> np.arange(9)) & 1).astype("float32").reshape(512, 3, 3)
+    padded = bits[:, :, :, None]                                  # each window a 3x3 map: 1x1 output
+    if data_format == "NCHW":
+        padded = padded.transpose(0, 3, 1, 2)
+    with tf.Graph().as_default():
+        y = _median3x3_network(tf.constant(padded), 1, 1, data_format)
+        with tfv1.Session() as sess:
+            got = sess.run(y).reshape(512)
+    np.testing.assert_array_equal(got, np.median(bits.reshape(512, 9), axis=1))
+
+
+@pytest.mark.parametrize("op", ["nonlocal", "median", "bilateral"])
+@pytest.mark.parametrize("data_format", LAYOUTS)
+def test_fused_builds_give_tensorflows_values_and_gradients(op, data_format):
+    """The XLA-compiled element-wise work and the Gaussian op's written-out gradient
+    (nets.FAST) against TensorFlow's own ops and gradients (nets.TENSORFLOW_ONLY, what exported
+    graphs carry): the same outputs and input gradients; XLA clusters in the first graph and
+    none in the second."""
+    from nets import FAST, TENSORFLOW_ONLY
+    shape = (2 + (NCHW_EXTRA_BATCH if data_format == "NCHW" else 0), 5, 6, 8)
+    x = distinct_input(shape, seed=7).astype("float32")
+    r = np.random.RandomState(8).randn(*shape).astype("float32")
+    got, compiled = {}, {}
+    for name, gradients in (("fast", FAST), ("tensorflow", TENSORFLOW_ONLY)):
+        with tf.Graph().as_default() as g:
+            tfv1.set_random_seed(0)
+            inp = tf.constant(to_layout(x, data_format))
+            with tfv1.variable_scope("op"):
+                out = DENOISE_OPS[op](inp, DenoiseSpec(op), data_format, gradients=gradients)
+            grad = tf.gradients(tf.reduce_sum(out * tf.constant(to_layout(r, data_format))), inp)[0]
+            with tfv1.Session() as sess:
+                sess.run(tfv1.global_variables_initializer())
+                generic_embeddings(sess, tfv1.global_variables())
+                got[name] = sess.run([out, grad])
+            compiled[name] = sum(1 for o in g.get_operations() if "_XlaCompile" in o.node_def.attr)
+    assert compiled["fast"] > 0 and compiled["tensorflow"] == 0
+    for a, b in zip(got["fast"], got["tensorflow"]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
