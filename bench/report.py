@@ -7,7 +7,8 @@ import re
 
 TITLE = "# Performance"
 GENERATED = ("Targets", "Conventions", "Networks", "Keras reference", "Adversarial training step and its parts",
-             "While-loop vs unrolled attack", "Frozen-BN gradient (ablation)", "Denoising overhead",
+             "While-loop vs unrolled attack", "Frozen-BN gradient (ablation)", "Median filter gradient (ablation)",
+             "Fused denoising ops (ablation)", "Denoising overhead",
              "Dot-product non-local order",
              "Memory-bounded Gaussian non-local", "Input pipeline", "Horovod allreduce and scaling",
              "Mixed-precision and XLA attack steps", "Where the time goes", "Misses and what bounds them")
@@ -119,13 +120,22 @@ def _sections(res):
         "seconds of the process (less sensitive to other load).\n\n" + _table(
             ["net", "batch", "measurement", "ours s", "TF BN gradient s", "speed-up", "speed-up (CPU s)"], rows))
     s["Median filter gradient (ablation)"] = (
-        "The 3x3 median of `nets/denoise_ops.py` is an exchange network of 19 min/max pairs. Its gradient goes "
-        "straight to the window element equal to the median (9 comparisons) instead of back through the 38 "
-        "min/max ops, whose gradients are a select pair each. Same gradient where the median is unique "
+        "The 3x3 median of `nets/denoise_ops.py` is a separable network of 18 min/max ops (sorted columns, then "
+        "the median of their extremes). Its gradient goes straight to the window element equal to the median (9 "
+        "comparisons) instead of back through the 18 min/max ops, whose gradients are a select pair each. Same gradient where the median is unique "
         "(tests/test_denoise_ops.py); the rows below measure the same attack backpropagating through the "
         "network, in the same run. Speed-up = network's / ours, in wall time and in CPU seconds.\n\n" + _table(
             ["net", "batch", "measurement", "ours s", "network gradient s", "speed-up", "speed-up (CPU s)"],
             _ablation_rows(res.get("median_gradient_ablation", []))))
+    s["Fused denoising ops (ablation)"] = (
+        "The element-wise work of the median, bilateral and Gaussian non-local ops runs as XLA loops (`jit_scope`: "
+        "one pass over memory instead of one per op) and the Gaussian op's gradient is written out (its softmax "
+        "gradient needs sum_j dW_ij W_ij = sum_c dY_ic Y_ic, an N x C sum instead of an N x N product and sum): "
+        "`nets/gradients.py`, `xla` and `nonlocal_grad`. The same values and gradients as TensorFlow's own ops "
+        "(tests/test_denoise_ops.py), which exported graphs keep; the rows below measure the same step built with "
+        "TensorFlow's ops, in the same run. Speed-up = TensorFlow's ops / fused.\n\n" + _table(
+            ["net", "batch", "measurement", "fused s", "TensorFlow ops s", "speed-up", "speed-up (CPU s)"],
+            _ablation_rows(res.get("fused_ops_ablation", []))))
     rows = [[d["denoised"], d["baseline"], d["what"], d["batch"], "%.3f" % d["time_ratio"], "%.3f" % d["flop_ratio"],
              _pct(d["time_share"]), _pct(d["flop_share"]), _f(d["share_ratio"])] for d in res["denoise_overhead"]]
     s["Denoising overhead"] = _table(["with", "without", "measurement", "batch", "time ratio", "FLOP ratio",
@@ -308,8 +318,8 @@ def _misses(res):
             bmm_flops = arch["batch_matmul_macs"] / arch["macs"] if arch.get("batch_matmul_macs") else None
             op = next((r["spec"]["denoise"]["op"] for r in res["nets"] if r["label"] == label and r.get("spec")), None)
             if op == "median":
-                lines.append("  The median (Eq. 3) is comparisons, not multiply-adds: per output element 19 "
-                             "compare-exchanges (38 min/max) over 9 shifted copies of the map, none of them FLOPs by "
+                lines.append("  The median (Eq. 3) is comparisons, not multiply-adds: per output element 18 "
+                             "min/max over shifted copies of the map, none of them FLOPs by "
                              "the convention above. The FLOP share is only the blocks' 1x1 convolutions, so this "
                              "target cannot hold for the median whatever its speed; its gradient's share is in the "
                              "section \"Median filter gradient (ablation)\".")

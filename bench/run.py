@@ -101,7 +101,7 @@ def plan_for(mode, low_precision=LOW_PRECISION_ATTACKS):
     if mode == "tiny":
         median = ("S14-w4-median", small(4, "median"), 2, ["attack"])
         nets = [("S14-w4", small(4), 2, list(ALL) + lp), with_tf_bn_gradient(("S14-w4", small(4), 2, ["attack"])),
-                median, with_ablation(median, NETWORK_MEDIAN_SUFFIX),
+                median, with_ablation(median, NETWORK_MEDIAN_SUFFIX), with_ablation(median, UNFUSED_SUFFIX),
                 ("S14-w4-nonlocal", small(4, "nonlocal"), 2, ["forward", "attack"]),
                 ("S14-w4-nonlocal-dot", small(4, "nonlocal-dot"), 2, ["forward"])]
         return dict(nets=nets, small_k=1, imagenet_k=1, ref_n=256, repeats=1, warmup=1, keras=[],
@@ -114,8 +114,18 @@ def plan_for(mode, low_precision=LOW_PRECISION_ATTACKS):
                   ("S14-w8-nonlocal", small(8, "nonlocal"), 128, list(ALL)),
                   # the 3x3 median: the costliest op of the reproduction suite, and its gradient's ablation
                   ("S14-w8-median", small(8, "median"), 128, ["forward", "attack", "train_adv"]),
-                  with_ablation(("S14-w8-median", small(8, "median"), 128, ["attack"]), NETWORK_MEDIAN_SUFFIX)]
-    small_pairs = [("S14-w8-nonlocal-dot", "S14-w8"), ("S14-w8-nonlocal", "S14-w8"), ("S14-w8-median", "S14-w8")]
+                  with_ablation(("S14-w8-median", small(8, "median"), 128, ["attack"]), NETWORK_MEDIAN_SUFFIX),
+                  ("S14-w8-bilateral", small(8, "bilateral"), 128, ["attack", "train_adv"])]
+    # the same ops as TensorFlow's own ops (no XLA, TensorFlow's softmax gradient): what the fused builds gain
+    small_nets += [with_ablation((label, small(8, op), 128, ["attack", "train_adv"]), UNFUSED_SUFFIX)
+                   for label, op in (("S14-w8-nonlocal", "nonlocal"), ("S14-w8-median", "median"),
+                                     ("S14-w8-bilateral", "bilateral"))]
+    # width 16: the training-step target's second width
+    small_nets += [("S14-w16", small(16), 128, ["attack", "train_clean", "train_adv"]),
+                   ("S14-w16-nonlocal", small(16, "nonlocal"), 128, ["attack", "train_adv"]),
+                   ("S14-w16-median", small(16, "median"), 128, ["attack", "train_adv"])]
+    small_pairs = [("S14-w8-nonlocal-dot", "S14-w8"), ("S14-w8-nonlocal", "S14-w8"), ("S14-w8-median", "S14-w8"),
+                   ("S14-w8-bilateral", "S14-w8"), ("S14-w16-nonlocal", "S14-w16"), ("S14-w16-median", "S14-w16")]
     common = dict(small_k=3, imagenet_k=2, ref_n=2048, repeats=2, warmup=1,
                   pipeline=dict(count=64, width=500, height=375, image_size=224, repeats=2),
                   horovod=dict(np=2, arch="R152", repeats=5))
@@ -277,8 +287,12 @@ def loop_overheads(rows, labels):
 
 TF_BN_SUFFIX = " (TF BN grad)"
 NETWORK_MEDIAN_SUFFIX = " (network median grad)"
+UNFUSED_SUFFIX = " (TF ops, no XLA)"
 # label suffix of an ablation row -> the worker parameter that switches it on
-ABLATIONS = {TF_BN_SUFFIX: {"bn_gradient": "tensorflow"}, NETWORK_MEDIAN_SUFFIX: {"median_gradient": "network"}}
+ABLATIONS = {TF_BN_SUFFIX: {"bn_gradient": "tensorflow"}, NETWORK_MEDIAN_SUFFIX: {"median_gradient": "network"},
+             # the denoising ops as TensorFlow's own ops build them: no XLA loops, the Gaussian
+             # op's softmax differentiated by TensorFlow (nets/gradients.py: xla, nonlocal_grad)
+             UNFUSED_SUFFIX: {"xla": False, "nonlocal_grad": "tensorflow"}}
 
 
 def base_label(label):
@@ -414,6 +428,7 @@ def derive(res):
     res["denoise_overhead"] = denoise_overheads(rows, [tuple(p) for p in plan["denoise_pairs"]], res["complexity"])
     res["bn_gradient_ablation"] = gradient_ablation(rows, TF_BN_SUFFIX)
     res["median_gradient_ablation"] = gradient_ablation(rows, NETWORK_MEDIAN_SUFFIX)
+    res["fused_ops_ablation"] = gradient_ablation(rows, UNFUSED_SUFFIX)
     res["mixed_precision"] = low_precision_rows(rows)
     if res["horovod"].get("bytes"):
         res["horovod"]["scaling"] = scaling(res["horovod"], cpu_step_estimate(rows, res["horovod"]["arch"]))
@@ -532,6 +547,11 @@ def targets(res):
         if r["what"] == "attack" and r["spec"]["family"] == "small" and not r["spec"]["denoise"]["op"]:
             add("%s PGD attack step >= 30%% of matmul (batch %d)" % (r["label"], r["batch"]), r["fraction_of_matmul"],
                 0.30, True, "%.1f of %.1f GFLOP/s" % (r["gflops"], r["matmul_gflops_local"]), [r])
+        if r["what"] == "train_adv" and r["spec"]["family"] == "small" and r["spec"]["width"] in (8, 16) and \
+                r["spec"]["denoise"]["op"] in (None, "nonlocal", "median") and r["batch"] == 128:
+            add("%s adversarial training step >= 50%% of matmul (batch %d)" % (r["label"], r["batch"]),
+                r["fraction_of_matmul"], 0.50, True, "%.1f of %.1f GFLOP/s" % (r["gflops"], r["matmul_gflops_local"]),
+                [r])
     for lo in res["loop_overhead"]:
         add("while-loop <= 10%% over unrolled (%s, batch %d, K=%d)" % (lo["label"], lo["batch"], lo["attack_iter"]),
             1.0 + lo["overhead"], 1.10, False, "%.3f s vs %.3f s" % (lo["while_loop_seconds"], lo["unrolled_seconds"]),

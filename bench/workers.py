@@ -175,10 +175,13 @@ def _unrolled_attack(attacker, clean, label, model_fn, num_classes):
 def _gradients(params):
     """bn_gradient='tensorflow': the ablation of the frozen-BN gradient (nets/gradients.py),
     BN with TensorFlow's own gradient (FusedBatchNormGradV3) everywhere; median_gradient=
-    'network': the ablation of the median's gradient, through the exchange network."""
+    'network': the ablation of the median's gradient, through the min/max network; xla=False,
+    nonlocal_grad='tensorflow': the denoising ops without XLA loops and with TensorFlow's
+    softmax gradient."""
     from nets import Gradients
     return Gradients(frozen_bn=params.get("bn_gradient") != "tensorflow",
-                     median="network" if params.get("median_gradient") == "network" else "selected")
+                     median="network" if params.get("median_gradient") == "network" else "selected",
+                     xla=params.get("xla", True), nonlocal_grad=params.get("nonlocal_grad", "fused"))
 
 
 def net(params):

@@ -17,7 +17,8 @@ def test_bench_run_tiny_writes_json_and_markdown(tmp_path):
     run([PYTHON, "-m", "bench.run", "--tiny", "--json-out", tmp_path / "bench.json", "--markdown", md], timeout=300)
     res = json.loads((tmp_path / "bench.json").read_text())
     for key in ("meta", "conventions", "reference", "complexity", "nets", "keras", "adv_step_ratio", "loop_overhead",
-                "denoise_overhead", "bn_gradient_ablation", "median_gradient_ablation", "dot_order", "pipeline",
+                "denoise_overhead", "bn_gradient_ablation", "median_gradient_ablation", "fused_ops_ablation",
+                "dot_order", "pipeline",
                 "query_block", "horovod",
                 "mixed_precision", "targets", "errors"):
         assert key in res, key
@@ -34,6 +35,8 @@ def test_bench_run_tiny_writes_json_and_markdown(tmp_path):
     assert res["bn_gradient_ablation"][0]["label"] == "S14-w4" and res["bn_gradient_ablation"][0]["speedup"] > 0
     median = res["median_gradient_ablation"]
     assert len(median) == 1 and median[0]["label"] == "S14-w4-median" and median[0]["speedup"] > 0
+    fused = res["fused_ops_ablation"]
+    assert len(fused) == 1 and fused[0]["label"] == "S14-w4-median" and fused[0]["speedup"] > 0
     assert res["denoise_overhead"] and all(d["flop_ratio"] > 1 for d in res["denoise_overhead"])
     blocks = [b for v in res["dot_order"].values() for b in v]
     assert blocks and all(b["cheaper"] for b in blocks)
@@ -51,6 +54,7 @@ def test_bench_run_tiny_writes_json_and_markdown(tmp_path):
     text = md.read_text()
     assert text.startswith("# Performance\n") and "old table" not in text and "Old title" not in text
     assert "## Targets" in text and "## Networks" in text and "S14-w4" in text
+    assert text.count("## Fused denoising ops (ablation)") == 1 and text.count("## Median filter gradient") == 1
     assert text.count("## Mixed precision and XLA for the attack") == 1 and "kept text" in text
     assert "## Mixed-precision and XLA attack steps" in text and "retired section" not in text
     # Two runs merged: each row from the run where its own matmul reference was fastest.
@@ -84,3 +88,32 @@ def test_scaling_model():
     eff = [r["efficiency_v100"] for r in sc["rows"]]
     assert all(0 < e < 1 for e in eff) and eff == sorted(eff, reverse=True)
     assert sc["assumptions"] == SCALING_ASSUMPTIONS
+
+
+def test_members_cost_model_and_ratios():
+    """bench.members: APGD evaluations are gradient passes, FAB's alternate gradient and
+    prediction, Square's are forward passes; each member's batch is the images it attacked per
+    evaluation batch; ratio = measured / modelled seconds."""
+    from bench.members import analyse
+    aa = {"arch": {"family": "small"}, "white_box": {"autoattack": {
+        "num_images": 200, "seconds_wall": 100.0, "robust_accuracy": 0.5, "members": {
+            "apgd-ce": {"attacked": 170, "queries_per_attacked_image": 101.0, "seconds": 17.17},
+            "apgd-t": {"attacked": 110, "queries_per_attacked_image": 900.0, "seconds": 99.0},
+            "fab-t": {"attacked": 108, "queries_per_attacked_image": 1800.0, "seconds": 1e9},
+            "square": {"attacked": 108, "queries_per_attacked_image": 5001.0, "seconds": 54.01},
+            "none": {"attacked": 0, "queries_per_attacked_image": 0.0, "seconds": 0.0}}}}}
+    asked = []
+
+    def measure(arch, batches):
+        asked.extend(batches)
+        return {b: (0.0001, 0.001) for b in batches}      # forward, forward + gradient, per image
+    res = analyse(aa, batch=128, measure=measure)
+    assert sorted(asked) == [54, 54, 55, 85]               # 2 evaluation batches of 128 for 200 images
+    by = {m["member"]: m for m in res["members"]}
+    assert set(by) == {"apgd-ce", "apgd-t", "fab-t", "square"}
+    assert by["apgd-ce"]["network_seconds"] == pytest.approx(170 * 101 * 0.001)
+    assert by["apgd-ce"]["ratio"] == pytest.approx(1.0) and by["apgd-ce"]["status"] == "pass"
+    assert by["apgd-t"]["ratio"] == pytest.approx(99.0 / (110 * 900 * 0.001))
+    assert by["fab-t"]["network_seconds"] == pytest.approx(108 * 900 * 0.0011) and by["fab-t"]["status"] == "miss"
+    assert by["square"]["network_seconds"] == pytest.approx(108 * 5001 * 0.0001)
+    assert res["seconds_per_image"] == pytest.approx(0.5)

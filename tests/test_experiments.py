@@ -418,3 +418,33 @@ def test_logs_keep_what_a_terminal_shows_of_a_progress_bar(tmp_path):
     log.write_bytes(b"$ train.py\n 0%|  |0/400\r 50%|# |200/400\r100%|##|400/400\nEpoch 1 done\r\nend")
     compact_log(str(log))
     assert log.read_bytes() == b"$ train.py\n100%|##|400/400\nEpoch 1 done\nend"
+
+
+@pytest.mark.once
+def test_projection_scales_the_baseline_row_by_each_rows_measured_step(tmp_path):
+    """experiments.projection: a row's projection is the baseline row's measured time times its
+    measured step over the baseline's; jobs outside the rows count as measured; the page's
+    section is replaced, not repeated, when written again."""
+    timings = {"train/baseline/seed1": 3600.0, "train/baseline/seed2": 1800.0, "autoattack/baseline/seed1": 1800.0,
+               "train/median/seed1": 99999.0, "schedule/e1": 360.0, "craft/source-x/pgd10": 360.0}
+    (tmp_path / "timings.json").write_text(json.dumps(timings))
+    page = tmp_path / "PERFORMANCE.md"
+    page.write_text("# Performance\n\n## Targets\n\nkept\n")
+    argv = [PYTHON, "-m", "experiments.projection", "--timings", tmp_path / "timings.json", "--budget", "tiny",
+            "--variants", "baseline,median", "--width", "4", "--batch", "2", "--repeats", "1",
+            "--json-out", tmp_path / "p.json", "--markdown", page]
+    run(argv, timeout=600)
+    res = json.loads((tmp_path / "p.json").read_text())
+    base, median = res["rows"]
+    assert base["row"] == "baseline" and base["new_cost"] == 1.0
+    assert res["baseline_row_hours"] == pytest.approx(2.0) and res["outside_rows_hours"] == pytest.approx(0.2)
+    # the tiny budget has 2 seeds, as many as it measured
+    assert base["projected_hours"] == pytest.approx(2.0)
+    assert median["new_cost"] == pytest.approx(median["step_seconds"] / base["step_seconds"])
+    assert median["projected_hours"] == pytest.approx(2.0 * median["new_cost"])
+    assert median["measured_hours"] == pytest.approx(99999.0 / 3600)
+    assert res["total_hours"] == pytest.approx(0.2 + 2.0 + median["projected_hours"])
+    run(argv, timeout=600)
+    text = page.read_text()
+    assert text.count("## The reproduction suite's cost, projected") == 1 and "kept" in text
+    assert "All 2 rows at 2 seeds" in text

@@ -1,0 +1,152 @@
+"""AutoAttack's members against the network evaluations they make: how much of each member's
+time is the network and how much is the attack's own work.
+
+    python -m bench.members --load runs/demo/baseline/model-final.npz --limit 200 --json-out members.json
+
+One ``eval.py --attack autoattack`` run gives every member's seconds, images attacked and
+network evaluations per attacked image; then, in the same process, the seconds of one
+forward pass and of one forward pass with the input gradient of the same network, per image,
+at each member's batch (the images it attacked per evaluation batch). A member's cost model:
+
+- APGD-CE, APGD-T: every evaluation is a forward pass with its input gradient;
+- FAB-T: per iteration a gradient and a prediction (attacks/fab.py ``queries_per_run``);
+- Square: every evaluation is a forward pass.
+
+Ratio = measured seconds / (images attacked x the modelled seconds per image): 1.0 means the
+member is all network; the target is at most 1.25.
+"""
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+TARGET = 1.25
+
+
+def run_autoattack(load, limit, batch, epsilon, version):
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "aa.json")
+        argv = [sys.executable, os.path.join(REPO, "eval.py"), "--load", load, "--quiet", "--seed", "0",
+                "--attack", "autoattack", "--untargeted", "--attack-iter", "0,100", "--aa-version", version,
+                "--norm", "linf", "--attack-epsilon", "%g" % epsilon, "--limit", str(limit), "--batch", str(batch),
+                "--json-out", out]
+        proc = subprocess.run(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError("eval.py failed (%d):\n%s" % (proc.returncode, "\n".join(proc.stdout.splitlines()[-8:])))
+        with open(out) as f:
+            return json.load(f)
+
+
+def per_image_seconds(arch_dict, batches, repeats=5):
+    """{batch: (forward s, forward + input gradient s)} per image, the network of ``arch_dict``
+    (random weights: the time of a pass does not depend on them)."""
+    import core.compat  # noqa: F401
+    import numpy as np
+    import tensorflow as tf
+    from tensorpack.models.registry import disable_layer_logging
+    from tensorpack.tfutils.tower import TowerContext
+
+    from model import network
+    from nets import ArchSpec
+    disable_layer_logging()
+    tfv1 = tf.compat.v1
+    arch = ArchSpec.from_dict(arch_dict).validate()
+    out = {}
+    for b in sorted(set(batches)):
+        with tf.Graph().as_default():
+            rng = np.random.RandomState(0)
+            x = tf.constant(rng.uniform(-1, 1, (b, arch.image_size, arch.image_size, arch.image_channels))
+                            .astype("float32"))
+            with TowerContext("", is_training=False):
+                logits = network(arch)(x)
+            grad = tf.gradients(tf.reduce_sum(logits * tf.constant(rng.randn(b, arch.num_classes)
+                                                                   .astype("float32"))), x)[0]
+            with tfv1.Session() as sess:
+                sess.run(tfv1.global_variables_initializer())
+                timings = []
+                for fetch in (logits.op, grad.op):
+                    sess.run(fetch)
+                    times = []
+                    for _ in range(repeats):
+                        start = time.perf_counter()
+                        sess.run(fetch)
+                        times.append(time.perf_counter() - start)
+                    timings.append(statistics.median(times) / b)
+        out[b] = tuple(timings)
+    return out
+
+
+def modelled_seconds(member, queries, forward, gradient):
+    """Seconds per attacked image if the member were its network evaluations only."""
+    if member.startswith("apgd"):
+        return queries * gradient
+    if member.startswith("fab"):
+        return queries / 2.0 * (gradient + forward)
+    if member == "square":
+        return queries * forward
+    raise ValueError("no cost model for member %r" % member)
+
+
+def analyse(aa, batch, measure=per_image_seconds):
+    row = aa["white_box"]["autoattack"]
+    batches_run = math.ceil(row["num_images"] / float(batch))
+    member_batch = {m: max(1, int(round(v["attacked"] / float(batches_run)))) for m, v in row["members"].items()
+                    if v["attacked"]}
+    per_image = measure(aa["arch"], member_batch.values())
+    members = []
+    for m, v in row["members"].items():
+        if not v["attacked"]:
+            continue
+        fwd, grad = per_image[member_batch[m]]
+        model = v["attacked"] * modelled_seconds(m, v["queries_per_attacked_image"], fwd, grad)
+        members.append({"member": m, "attacked": v["attacked"], "queries_per_attacked_image":
+                        v["queries_per_attacked_image"], "batch": member_batch[m], "seconds": v["seconds"],
+                        "forward_seconds_per_image": fwd, "gradient_seconds_per_image": grad,
+                        "network_seconds": model, "ratio": v["seconds"] / model,
+                        "status": "pass" if v["seconds"] / model <= TARGET else "miss"})
+    return {"images": row["num_images"], "seconds_wall": row.get("seconds_wall"),
+            "seconds_per_image": row.get("seconds_wall", 0) / row["num_images"],
+            "robust_accuracy": row["robust_accuracy"], "members": members, "target": TARGET}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--load", required=True, nargs="+", help="checkpoints (model-final.npz)")
+    p.add_argument("--limit", type=int, default=200)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--epsilon", type=float, default=25.5)
+    p.add_argument("--aa-version", default="standard")
+    p.add_argument("--json-out")
+    args = p.parse_args(argv)
+    for path in args.load:
+        if not os.path.exists(path):
+            print("bench.members: %s does not exist: train it first (bash scripts/demo.sh)" % path, file=sys.stderr)
+            return 2
+    from core.provenance import git_commit, machine_label
+    result = {"command": "python -m bench.members " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "machine": machine_label(), "commit": git_commit(), "models": {}}
+    for path in args.load:
+        res = analyse(run_autoattack(path, args.limit, args.batch, args.epsilon, args.aa_version), args.batch)
+        result["models"][path] = res
+        print("%s: %d images, %.2f s per image" % (path, res["images"], res["seconds_per_image"]))
+        for m in res["members"]:
+            print("  %-8s attacked %4d  %7.0f evaluations/image  %7.1f s  network %7.1f s  ratio %.2f  %s" % (
+                m["member"], m["attacked"], m["queries_per_attacked_image"], m["seconds"], m["network_seconds"],
+                m["ratio"], m["status"]))
+    if args.json_out:
+        from core.files import atomic_write
+        atomic_write(args.json_out, lambda f: json.dump(result, f, indent=1), mode="w")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
