@@ -76,8 +76,8 @@ def project(timings, variants, step_seconds, seeds, measured_seeds):
 
 def markdown(result, command, machine, commit, goal):
     lines = ["Command: `%s`. Machine: %s. Code: commit %s." % (command, machine, commit), "",
-             "Each row: the baseline row's measured %.1f h (%d seeds, training and evaluations, from the timings of the "
-             "published run) times the row's cost relative to the baseline, measured now as the seconds of one "
+             "Each row: the baseline row's measured %.1f h (%d seeds, training and evaluations, from the timings of "
+             "the published run) times the row's cost relative to the baseline, measured now as the seconds of one "
              "training step of its net (batch 128, PGD-3; clean for Table 3's rows), each in its own process; the "
              "jobs outside the rows (schedule, sources, transfer sets, features): %.1f h as measured." % (
                  result["baseline_row_hours"], result["seeds"], result["outside_rows_hours"]), "",
