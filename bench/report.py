@@ -123,7 +123,8 @@ def _sections(res):
         "The 3x3 median of `nets/denoise_ops.py` is a separable network of 18 min/max ops (sorted columns, then "
         "the median of their extremes). Its gradient goes straight to the window element equal to the median (9 "
         "comparisons) instead of back through the 18 min/max ops, whose gradients are a select pair each. Same "
-        "gradient where the median is unique (tests/test_denoise_ops.py); the rows below measure the same attack backpropagating through the "
+        "gradient where the median is unique (tests/test_denoise_ops.py); the rows below measure the same attack "
+        "backpropagating through the "
         "network, in the same run. Speed-up = network's / ours, in wall time and in CPU seconds.\n\n" + _table(
             ["net", "batch", "measurement", "ours s", "network gradient s", "speed-up", "speed-up (CPU s)"],
             _ablation_rows(res.get("median_gradient_ablation", []))))
