@@ -46,7 +46,7 @@ def test_bench_run_tiny_writes_json_and_markdown(tmp_path):
     assert res["pipeline"]["images_per_second"] > 0
     assert res["horovod"] == {"skipped": True}
     # every precision/XLA variant next to the fp32 attack of the same net
-    from bench.run import LOW_PRECISION_ATTACKS
+    from bench.networks import LOW_PRECISION_ATTACKS
     variants = {(r["precision"], r["xla"]) for r in res["mixed_precision"]["rows"] if r["speedup"] > 0}
     assert variants == {(v.split("-")[0], v.endswith("-xla")) for v in LOW_PRECISION_ATTACKS}
     assert res["mixed_precision"]["status"] == "measured"
@@ -77,7 +77,7 @@ def test_bench_run_tiny_writes_json_and_markdown(tmp_path):
 
 
 def test_scaling_model():
-    from bench.run import SCALING_ASSUMPTIONS, ring_allreduce_seconds, scaling, v100_step_seconds
+    from bench.scaling import SCALING_ASSUMPTIONS, ring_allreduce_seconds, scaling, v100_step_seconds
     # 52 h for 110 epochs of ImageNet at 128 x 32 images per step
     assert abs(v100_step_seconds() - 52 * 3600 / (110 * 1281167 / 4096)) < 1e-9
     assert ring_allreduce_seconds(1, 1e9, 1e9, 1e-3, 1) == 0
