@@ -30,6 +30,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 TARGET = 1.25
+SECTION = "AutoAttack's members against their network evaluations"
 
 
 def run_autoattack(load, limit, batch, epsilon, version):
@@ -126,6 +127,7 @@ def main(argv=None):
     p.add_argument("--epsilon", type=float, default=25.5)
     p.add_argument("--aa-version", default="standard")
     p.add_argument("--json-out")
+    p.add_argument("--markdown", help="write (or replace) the section \"%s\" of this page" % SECTION)
     args = p.parse_args(argv)
     for path in args.load:
         if not os.path.exists(path):
@@ -145,7 +147,32 @@ def main(argv=None):
     if args.json_out:
         from core.files import atomic_write
         atomic_write(args.json_out, lambda f: json.dump(result, f, indent=1), mode="w")
+    if args.markdown:
+        from core.files import replace_markdown_section
+        replace_markdown_section(args.markdown, SECTION, markdown(result))
     return 0
+
+
+def markdown(result):
+    lines = ["Command: `%s`. Machine: %s. Code: commit %s." % (result["command"], result["machine"], result["commit"]),
+             "", "Each member's seconds against images attacked x its network evaluations per image x the seconds "
+             "of one evaluation at the member's batch (APGD: forward + input gradient; FAB-T: half gradients, half "
+             "predictions; Square: forward), measured in the same process after the attack. Target: at most "
+             "%.2fx." % TARGET, "",
+             "| model | member | images attacked | evaluations per image | batch | seconds | network seconds | ratio "
+             "| status |", "|---|---|---|---|---|---|---|---|---|"]
+    for path, res in result["models"].items():
+        name = os.path.basename(os.path.dirname(path)) or path
+        for m in res["members"]:
+            lines.append("| %s | %s | %d | %.0f | %d | %.1f | %.1f | %.2f | %s |" % (
+                name, m["member"], m["attacked"], m["queries_per_attacked_image"], m["batch"], m["seconds"],
+                m["network_seconds"], m["ratio"], m["status"]))
+    lines.append("")
+    for path, res in result["models"].items():
+        lines.append("- %s: the ensemble %.2f s per image (%d images, robust accuracy %.1f%%)" % (
+            os.path.basename(os.path.dirname(path)) or path, res["seconds_per_image"], res["images"],
+            100 * res["robust_accuracy"]))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

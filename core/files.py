@@ -47,6 +47,23 @@ def atomic_write(path, write_fn, mode="wb"):
         raise
 
 
+def replace_markdown_section(path, title, body):
+    """Write ``path`` with its section ``## title`` (up to the next ``## ``) replaced by
+    ``body``, or appended if there is none; the rest of the page as it was."""
+    import re
+    text = ""
+    if os.path.exists(path):
+        with open(path) as f:
+            text = f.read()
+    block = "## %s\n\n%s\n" % (title, body.strip("\n"))
+    pattern = re.compile(r"^## %s\n.*?(?=^## |\Z)" % re.escape(title), flags=re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda m: block + "\n", text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    atomic_write(path, lambda f: f.write(text.rstrip("\n") + "\n"), mode="w")
+
+
 def json_safe(value):
     """``value`` with every non-finite float (NaN, inf) replaced by None: strict JSON parsers
     reject NaN, which Python's json writes by default."""

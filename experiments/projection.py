@@ -93,18 +93,6 @@ def markdown(result, command, machine, commit, goal):
     return "\n".join(lines)
 
 
-def replace_section(path, title, body):
-    """``path`` with its section ``## title`` replaced by ``body`` (appended if absent)."""
-    import re
-    from core.files import atomic_write
-    text = open(path).read() if os.path.exists(path) else ""
-    block = "## %s\n\n%s\n" % (title, body)
-    pattern = re.compile(r"^## %s\n.*?(?=^## |\Z)" % re.escape(title), flags=re.S | re.M)
-    text = pattern.sub(lambda m: block + "\n", text, count=1) if pattern.search(text) else \
-        text.rstrip("\n") + "\n\n" + block
-    atomic_write(path, lambda f: f.write(text.rstrip("\n") + "\n"), mode="w")
-
-
 def main(argv=None):
     from experiments.suite import BUDGETS, select_variants
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -142,7 +130,8 @@ def main(argv=None):
         from core.files import atomic_write
         atomic_write(args.json_out, lambda f: json.dump(dict(result, command=command), f, indent=1), mode="w")
     if args.markdown:
-        replace_section(args.markdown, SECTION, body)
+        from core.files import replace_markdown_section
+        replace_markdown_section(args.markdown, SECTION, body)
     return 0
 
 
