@@ -118,6 +118,7 @@ def test_members_cost_model_and_ratios():
     assert by["square"]["network_seconds"] == pytest.approx(108 * 5001 * 0.0001)
     assert res["seconds_per_image"] == pytest.approx(0.5)
     from bench.members import markdown
-    page = markdown({"command": "c", "machine": "m", "commit": "x", "models": {"runs/demo/baseline/model-final.npz": res}})
+    page = markdown({"command": "c", "machine": "m", "commit": "x",
+                     "models": {"runs/demo/baseline/model-final.npz": res}})
     assert "| baseline | fab-t | 108 | 1800 | 54 |" in page and "| miss |" in page
     assert "baseline: the ensemble 0.50 s per image (200 images, robust accuracy 50.0%)" in page
