@@ -5,13 +5,13 @@ computes through it (which the attacks use) and how fast.
 - ``frozen_bn``: inference-mode BN gets a one-multiply gradient (``frozen_batchnorm_grad``),
   the same formula as TensorFlow's but without the gamma/beta work the attack never uses.
 - ``median``: "selected" sends all of the gradient to the input the 3x3 median selected;
-  "network" back-propagates through the exchange network's 38 min/max ops.
+  "network" back-propagates through the 18 min/max ops of its separable network.
 - ``nonlocal_grad``: "fused" gives the Gaussian non-local op a hand-written gradient that
   uses sum_j dW_ij W_ij = sum_c dY_ic Y_ic (an N x C sum instead of TensorFlow's N x N product
   and sum in the softmax's gradient); "tensorflow" differentiates the softmax as TensorFlow does.
 - ``xla``: the element-wise work of the median, bilateral and Gaussian non-local ops is
   compiled by XLA (``jit_scope``) into fused loops: one pass over memory instead of one per
-  op. The same values; chosen because it measured faster on CPUs (docs/PERFORMANCE.md); on
+  op. The same values (tests/test_denoise_ops.py compares them); chosen because it measured faster on CPUs (docs/PERFORMANCE.md); on
   GPUs untested here.
 - ``bpda``: every denoising operation is the identity in the backward pass only
   (Backward Pass Differentiable Approximation, Athalye et al., ICML 2018): the audit's check
