@@ -11,8 +11,8 @@ computes through it (which the attacks use) and how fast.
   and sum in the softmax's gradient); "tensorflow" differentiates the softmax as TensorFlow does.
 - ``xla``: the element-wise work of the median, bilateral and Gaussian non-local ops is
   compiled by XLA (``jit_scope``) into fused loops: one pass over memory instead of one per
-  op. The same values (tests/test_denoise_ops.py compares them); chosen because it measured faster on CPUs (docs/PERFORMANCE.md); on
-  GPUs untested here.
+  op. The same values (tests/test_denoise_ops.py compares them); chosen because it measured
+  faster on CPUs (docs/PERFORMANCE.md); on GPUs untested here.
 - ``bpda``: every denoising operation is the identity in the backward pass only
   (Backward Pass Differentiable Approximation, Athalye et al., ICML 2018): the audit's check
   that the operations do not mask gradients.
