@@ -448,3 +448,39 @@ def test_projection_scales_the_baseline_row_by_each_rows_measured_step(tmp_path)
     text = page.read_text()
     assert text.count("## The reproduction suite's cost, projected") == 1 and "kept" in text
     assert "All 2 rows at 2 seeds" in text
+
+
+def test_methods_plan_and_the_rule_choosing_the_non_local_nets_cheap_method(tmp_path):
+    """experiments.methods: every method on the baseline net at every seed (training, PGD-100,
+    AutoAttack), PGD-7 on the non-local net; its cheap method only once every cheap method's
+    baseline AutoAttack results exist, by the fixed rule, recorded so that later results do not
+    change it."""
+    from experiments.methods import METHODS, PLANS, MethodsPlanner, best_cheap
+    from experiments.runner import Layout, write_json
+    assert best_cheap({"fgsm-rs": [0.4], "n-fgsm": [0.5]}, {}) is None          # free has no result yet
+    assert best_cheap({"fgsm-rs": [0.4, 0.6], "n-fgsm": [0.5, 0.5], "free": [0.3, 0.2]},
+                      {"fgsm-rs": [10, 10], "n-fgsm": [5, 5]}) == "n-fgsm"      # tie on accuracy: faster wins
+    plan = PLANS["tiny"]
+    layout = Layout(str(tmp_path))
+    planner = MethodsPlanner(plan, layout, "/data", python="py")
+    jobs = planner.jobs()
+    seeds = len(plan.seeds)
+    assert len(jobs) == (len(METHODS) + 1) * seeds * 3
+    names = [j.name for j in jobs]
+    assert "train/baseline/free/seed1" in names and "autoattack/nonlocal-dot/pgd7-targeted/seed2" in names
+    train = next(j for j in jobs if j.name == "train/baseline/pgd7/seed1")
+    assert train.argv[-4:] == ["--method", "pgd", "--attack-iter", "7", "--untargeted"][-4:]
+    assert "--denoise" in next(j for j in jobs if j.name == "train/nonlocal-dot/pgd7-targeted/seed1").argv
+    aa = next(j for j in jobs if j.name == "autoattack/baseline/trades/seed1")
+    assert aa.needs == (layout.model_file("baseline/trades", 1),) and "--per-image" in aa.argv
+    accuracy = {"fgsm-rs": 0.30, "n-fgsm": 0.35, "free": 0.33}
+    for m, acc in accuracy.items():
+        for seed in plan.seeds:
+            write_json(layout.eval_file("baseline/" + m, seed, "autoattack"),
+                       {"white_box": {"autoattack": {"robust_accuracy": acc}}})
+    jobs = planner.jobs()
+    assert len(jobs) == (len(METHODS) + 2) * seeds * 3
+    assert "train/nonlocal-dot/n-fgsm/seed1" in [j.name for j in jobs]
+    write_json(layout.eval_file("baseline/free", 1, "autoattack"),
+               {"white_box": {"autoattack": {"robust_accuracy": 0.9}}})
+    assert planner.choose() == "n-fgsm"          # recorded: a later result does not change it
