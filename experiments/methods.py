@@ -162,17 +162,162 @@ class MethodsPlanner:
         return jobs
 
 
+# ----------------------------------------------------------------------------------------
+# the page: docs/TRAINING-METHODS.md, section SECTION, and its figure
+SECTION = "The measurements on Fashion-MNIST"
+MARGIN = 0.01          # "no more than 1 point below PGD-7", fixed before the run
+SPEED_UP = 3.0         # "at 3x less training time or better"
+
+
+def collect(plan, layout):
+    """row -> {seed: {"clean"/"pgd100"/"autoattack": bool [N] correct, "seconds": training
+    seconds, "passes": passes per step, "collapses": the guard's record, "diverged": bool}}."""
+    import json
+
+    from experiments.results import _correct
+    from experiments.runner import load_json
+    timings = load_json(layout.timings(), {})
+    rows = {}
+    for net in NETS:
+        for m in METHODS:
+            row = row_name(net, m.name)
+            for seed in plan.seeds:
+                model_dir = layout.model_dir(row, seed)
+                run_json = os.path.join(model_dir, "run.json")
+                if not os.path.exists(run_json):
+                    continue
+                with open(run_json) as f:
+                    info = json.load(f)
+                got = {"seconds": timings.get("train/%s/seed%d" % (row, seed)), "passes": info.get("passes_per_step"),
+                       "collapses": (info.get("method") or {}).get("collapses") or [],
+                       "diverged": os.path.exists(os.path.join(model_dir, "diverged.json"))}
+                for kind, names in (("pgd100", ("clean", "pgd%d" % plan.long_iter)), ("autoattack", ("autoattack",))):
+                    per_image = layout.per_image_file(layout.eval_file(row, seed, kind))
+                    for name in names:
+                        got["pgd100" if name.startswith("pgd") else name] = _correct(per_image, name)
+                rows.setdefault(row, {})[seed] = got
+    return rows
+
+
+def _stack(seeds, key):
+    import numpy as np
+    arrays = [seeds[s][key] for s in sorted(seeds)]
+    return None if any(a is None for a in arrays) else np.stack(arrays).astype(float)
+
+
+def judge(rows, plan):
+    """Each method against PGD-7 (targeted, the paper's) on the same net: its training time
+    ratio and the non-inferiority test of its AutoAttack accuracy at MARGIN (one-sided,
+    ``stats.no_better`` of PGD-7 over it), Holm-corrected over the comparisons made. A method
+    reaches the goal when both hold: SPEED_UP x less time and non-inferior."""
+    from evaluation.stats import holm, no_better, paired_difference
+    out = []
+    for net in NETS:
+        ref = rows.get(row_name(net, REFERENCE), {})
+        for m in METHODS:
+            row = rows.get(row_name(net, m.name), {})
+            if m.name == REFERENCE or not row:
+                continue
+            seeds = sorted(set(ref) & set(row))
+            a = _stack({s: row[s] for s in seeds}, "autoattack") if seeds else None
+            b = _stack({s: ref[s] for s in seeds}, "autoattack") if seeds else None
+            if a is None or b is None or len(seeds) < len(plan.seeds):
+                continue
+            diff = paired_difference(a, b)                       # method minus PGD-7
+            worse = paired_difference(b, a)                      # PGD-7 minus method
+            time_ratio = (sum(ref[s]["seconds"] for s in seeds) / sum(row[s]["seconds"] for s in seeds))
+            out.append({"net": net, "method": m.name, "difference": diff, "time_ratio": time_ratio,
+                        "p_not_worse": no_better(worse, MARGIN)})
+    if out:
+        adjusted, rejected = holm([c["p_not_worse"] for c in out])
+        for c, p, r in zip(out, adjusted, rejected):
+            c["p_adjusted"], c["not_worse"] = p, r
+            c["goal"] = r and c["time_ratio"] >= SPEED_UP
+    return out
+
+
+def report(plan, layout, docs):
+    """The section SECTION of docs/TRAINING-METHODS.md and its figure, from finished jobs."""
+    import numpy as np
+
+    from core.files import replace_markdown_section
+    rows = collect(plan, layout)
+    lines = ["Every method with train.py's defaults on the `%s` recipe (%d epochs), %d seeds; accuracy (%%) on "
+             "the first %d test images, mean over seeds; training time in minutes per seed on the machine "
+             "that ran it; `python -m experiments.methods --report-only` writes this section." % (
+                 plan.preset, plan.epochs, len(plan.seeds), plan.images), "",
+             "| net | method | seeds | clean | untargeted PGD-%d | AutoAttack | training min | passes per step | "
+             "guard fired |" % plan.long_iter, "|---|---|---|---|---|---|---|---|---|"]
+    points = []
+    for net in NETS:
+        for m in METHODS:
+            seeds = rows.get(row_name(net, m.name))
+            if not seeds:
+                continue
+
+            def mean_acc(key):
+                x = _stack(seeds, key)
+                return "-" if x is None else "%.1f" % (100 * x.mean())
+            minutes = [v["seconds"] / 60 for v in seeds.values() if v["seconds"]]
+            fired = sum(1 for v in seeds.values() if v["collapses"])
+            lines.append("| %s | %s | %d | %s | %s | %s | %s | %s | %s |" % (
+                net, m.label, len(seeds), mean_acc("clean"), mean_acc("pgd100"), mean_acc("autoattack"),
+                "%.1f" % np.mean(minutes) if minutes else "-", next(iter(seeds.values()))["passes"],
+                "%d of %d seeds" % (fired, len(seeds)) if fired else "no"))
+            aa = _stack(seeds, "autoattack")
+            if aa is not None and minutes:
+                points.append((net, m.label, np.mean(minutes), 100 * aa.mean()))
+    claims = judge(rows, plan)
+    if claims:
+        lines += ["", "Against PGD-7 targeted on the same net (paired over seeds and images; one-sided test of "
+                  "\"AutoAttack accuracy no more than %g point below PGD-7's\", Holm-corrected over the %d "
+                  "comparisons; goal: that and %gx less training time):" % (100 * MARGIN, len(claims), SPEED_UP), ""]
+        for c in claims:
+            d = c["difference"]
+            lines.append("- %s, %s: AutoAttack %+.1f points [%+.1f, %+.1f], %.1fx less time; not worse by %g point: "
+                         "%s (adjusted p = %.3g)%s" % (
+                             c["net"], c["method"], 100 * d.estimate, 100 * d.low, 100 * d.high, c["time_ratio"],
+                             100 * MARGIN, "shown" if c["not_worse"] else "not shown with %d seeds" % d.seeds,
+                             c["p_adjusted"], "; **reaches the goal**" if c["goal"] else ""))
+    figure = os.path.join(docs, "figures", "methods-autoattack-vs-time.png")
+    if points:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        os.makedirs(os.path.dirname(figure), exist_ok=True)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for net, marker in zip(NETS, "os"):
+            mine = [p for p in points if p[0] == net]
+            ax.scatter([p[2] for p in mine], [p[3] for p in mine], marker=marker, label=net)
+            for p in mine:
+                ax.annotate(p[1].split(" (")[0], (p[2], p[3]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel("training minutes per seed")
+        ax.set_ylabel("AutoAttack accuracy (%%), first %d test images" % plan.images)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(figure, dpi=110)
+        plt.close(fig)
+        lines += ["", "![AutoAttack accuracy against training time](figures/%s)" % os.path.basename(figure)]
+    replace_markdown_section(os.path.join(docs, "TRAINING-METHODS.md"), SECTION, "\n".join(lines))
+    return rows, claims
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--plan", choices=sorted(PLANS), default="full")
     p.add_argument("--out", default=os.path.join(REPO, "results", "methods"))
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--list", action="store_true", help="list the jobs and exit")
-    p.add_argument("--commit", action="store_true", help="commit --out after every job")
+    p.add_argument("--commit", action="store_true", help="commit --out and the page after every job")
+    p.add_argument("--docs", default=os.path.join(REPO, "docs"), help="where TRAINING-METHODS.md is")
+    p.add_argument("--report-only", action="store_true", help="only write the page's section from finished jobs")
     args = p.parse_args(argv)
     from experiments.runner import Layout, run_all
     layout = Layout(args.out)
     planner = MethodsPlanner(PLANS[args.plan], layout, args.data)
+    if args.report_only:
+        report(PLANS[args.plan], layout, args.docs)
+        return 0
     if args.list:
         for j in planner.jobs():
             print("%-8s %s" % ("done" if os.path.exists(j.done_file) else "to run", j.name))
@@ -180,9 +325,11 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
 
     def after(job, result):
+        report(PLANS[args.plan], layout, args.docs)
         if args.commit:
             from experiments.__main__ import commit_paths
-            commit_paths([args.out], "methods: %s %s" % (job.name, result))
+            commit_paths([args.out, os.path.join(args.docs, "TRAINING-METHODS.md"),
+                          os.path.join(args.docs, "figures")], "methods: %s %s" % (job.name, result))
     status = run_all(lambda: (planner.jobs(), {"epochs": PLANS[args.plan].epochs}), layout, None, (),
                      after_job=after)
     if status["failed"]:

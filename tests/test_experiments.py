@@ -484,3 +484,53 @@ def test_methods_plan_and_the_rule_choosing_the_non_local_nets_cheap_method(tmp_
     write_json(layout.eval_file("baseline/free", 1, "autoattack"),
                {"white_box": {"autoattack": {"robust_accuracy": 0.9}}})
     assert planner.choose() == "n-fgsm"          # recorded: a later result does not change it
+
+
+def test_methods_page_table_claims_and_figure(tmp_path):
+    """experiments.methods.report from finished jobs' files: the table's means, and the claims:
+    a method as accurate as PGD-7 on every image at 5x less time reaches the goal, one that
+    loses every image does not; the section replaced in the page, the figure written."""
+    import numpy as np
+
+    from core.files import write_npz
+    from experiments.methods import METHODS, PLANS, SECTION, report, row_name
+    from experiments.runner import Layout, write_json
+    plan = PLANS["tiny"]
+    layout = Layout(str(tmp_path / "out"))
+    n = plan.images
+    rng = np.random.RandomState(0)
+    reference = (rng.rand(n) < 0.5).astype(np.uint8)          # AutoAttack top-1 error of PGD-7 per image
+    errors = {"pgd7-targeted": reference, "free": reference, "fgsm-rs": np.ones(n, np.uint8)}
+    seconds = {"pgd7-targeted": 600.0, "free": 120.0, "fgsm-rs": 100.0}
+    timings = {}
+    for m in METHODS:
+        if m.name not in errors:
+            continue
+        for seed in plan.seeds:
+            row = row_name("baseline", m.name)
+            write_json(os.path.join(layout.model_dir(row, seed), "run.json"),
+                       {"passes_per_step": 3, "method": {"collapses": [{"step": 5}] if m.name == "fgsm-rs" else []}})
+            timings["train/%s/seed%d" % (row, seed)] = seconds[m.name]
+            pgd = layout.per_image_file(layout.eval_file(row, seed, "pgd100"))
+            aa = layout.per_image_file(layout.eval_file(row, seed, "autoattack"))
+            os.makedirs(os.path.dirname(pgd), exist_ok=True)
+            write_npz(pgd, labels=np.zeros(n, np.int32), **{"top1_error/clean": np.zeros(n, np.uint8),
+                                                            "top1_error/pgd%d" % plan.long_iter: errors[m.name]})
+            write_npz(aa, labels=np.zeros(n, np.int32), **{"top1_error/autoattack": errors[m.name]})
+    write_json(layout.timings(), timings)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "TRAINING-METHODS.md").write_text("# Methods\n\n## %s\n\nnot yet run\n\n## After\n\nkept\n" % SECTION)
+    rows, claims = report(plan, layout, str(docs))
+    by = {c["method"]: c for c in claims}
+    assert set(by) == {"free", "fgsm-rs"}
+    assert by["free"]["not_worse"] and by["free"]["goal"] and by["free"]["time_ratio"] == pytest.approx(5.0)
+    assert not by["fgsm-rs"]["not_worse"] and not by["fgsm-rs"]["goal"]
+    assert by["fgsm-rs"]["difference"].estimate == pytest.approx(-(1 - reference.mean()))
+    text = (docs / "TRAINING-METHODS.md").read_text()
+    assert "not yet run" not in text and "kept" in text and text.count("## %s" % SECTION) == 1
+    ref_acc = "%.1f" % (100 * (1 - reference.mean()))
+    assert "| baseline | PGD-7, targeted (the paper's recipe) | 2 | 100.0 | %s | %s | 10.0 | 3 | no |" % (
+        ref_acc, ref_acc) in text
+    assert "2 of 2 seeds" in text and "**reaches the goal**" in text
+    assert (docs / "figures" / "methods-autoattack-vs-time.png").stat().st_size > 1000
