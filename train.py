@@ -135,6 +135,13 @@ def main(argv=None):
             from training.trainer import train
             check_method_flags(args)
             args.attack = args.attack or "pgd"
+            if not args.restart:
+                # interrupted while going on with its fallback: the same command resumes the fallback
+                from config.methods import recorded_fallback
+                recorded = recorded_fallback(args.logdir, args.method, args.on_collapse)
+                if recorded:
+                    collapses = recorded
+                    args = fallback_args(args)
             while True:
                 # each attempt in a graph of its own: a collapse continued with a fallback method
                 # builds the run again, resuming from the checkpoint the guard kept
@@ -175,8 +182,6 @@ def main(argv=None):
 def continue_after_collapse(args, collapse, collapses):
     """``--on-collapse``: None after one line (stop), or the flags of the fallback method, which
     resumes from the checkpoint the guard kept (``collapses`` records what happened)."""
-    import copy
-
     from config.methods import fallback_method
     method, iterations = fallback_method(args.on_collapse)
     collapses.append({"step": collapse.step, "accuracy": collapse.accuracy, "best": collapse.best,
@@ -187,6 +192,15 @@ def continue_after_collapse(args, collapse, collapses):
               "not collapse, or train with a smaller --attack-epsilon" % collapse, file=sys.stderr)
         return None
     print("train.py: %s; continuing from it with --method %s" % (collapse, args.on_collapse), file=sys.stderr)
+    return fallback_args(args)
+
+
+def fallback_args(args):
+    """The flags of ``--on-collapse``'s method, for going on from the checkpoint kept."""
+    import copy
+
+    from config.methods import fallback_method
+    method, iterations = fallback_method(args.on_collapse)
     new = copy.copy(args)
     new.method, new.on_collapse = method, "stop"          # one fallback: a second collapse stops
     for name in ("fgsm_step", "n_fgsm_noise", "free_replays", "trades_beta", "trades_steps"):

@@ -96,6 +96,26 @@ def check_resumed_method(logdir, record):
                                                                                 resume))
 
 
+def recorded_fallback(logdir, method, on_collapse):
+    """The collapses recorded by the run in ``logdir`` if that run is this command's run gone on
+    with its fallback (the last collapse of --method ``method`` continued with ``on_collapse``),
+    so that the same command resumes it with the fallback; else None."""
+    import json
+    import os
+    info_path = os.path.join(logdir or "", "run.json")
+    if not logdir or not os.path.exists(os.path.join(logdir, "checkpoint")) or not os.path.exists(info_path):
+        return None
+    try:
+        with open(info_path) as f:
+            collapses = (json.load(f).get("method") or {}).get("collapses") or []
+    except (OSError, ValueError):
+        return None
+    last = collapses[-1] if collapses else {}
+    if last.get("method") == method and last.get("continued_with") == on_collapse:
+        return list(collapses)
+    return None
+
+
 def guard_on(args):
     return args.guard == "on" or (args.guard == "auto" and args.method in GUARDED)
 

@@ -321,6 +321,12 @@ def test_the_guard_continues_a_collapsed_run_with_the_fallback_from_the_kept_che
     history = json.loads((logdir / "guard.json").read_text())["history"]
     after = [h for h in history if h["step"] > _step(collapse["checkpoint"])][1:]
     assert after and all(100 * (collapse["best"] - h["accuracy"]) <= 8 for h in after)
+    # the same command again resumes the run as it went on (its fallback), here finished: exit 0
+    # and nothing rewritten (not "trained with --method pgd", exit 2)
+    before = (logdir / "model-final.npz").stat().st_mtime
+    again = run([PYTHON, REPO / "train.py"] + COLLAPSING + ["--epochs", "6", "--on-collapse", "pgd-1",
+                                                            "--logdir", logdir], timeout=900)
+    assert "trained with --method" not in again.stdout and (logdir / "model-final.npz").stat().st_mtime == before
 
 
 @pytest.mark.once
