@@ -4,7 +4,7 @@ time is the network and how much is the attack's own work.
     python -m bench.members --load runs/demo/baseline/model-final.npz --limit 200 --json-out members.json
 
 One ``eval.py --attack autoattack`` run gives every member's seconds, images attacked and
-network evaluations per attacked image; then, in the same process, the seconds of one
+network evaluations per attacked image; then, in this process after it, the seconds of one
 forward pass and of one forward pass with the input gradient of the same network, per image,
 at each member's batch (the images it attacked per evaluation batch). A member's cost model:
 

@@ -76,6 +76,17 @@ PLANS = {
 }
 
 
+# What --commit leaves out: checkpoints, event files, the models of every seed but the first.
+GITIGNORE = """# written by experiments/methods.py: what a commit of the campaign's results leaves out
+models/*/*/seed*/*
+!models/*/*/seed*/*.json
+!models/*/*/seed*/*.jsonl
+!models/*/*/seed*/log.log
+!models/*/*/seed1/model-final.npz
+*.partial
+"""
+
+
 def row_name(net, method):
     return "%s/%s" % (net, method)
 
@@ -140,7 +151,10 @@ class MethodsPlanner:
         timings = load_json(self.layout.timings(), {})
         for m in METHODS:
             for seed in self.plan.seeds:
-                res = load_json(self.layout.eval_file(row_name("baseline", m.name), seed, "autoattack"))
+                row = row_name("baseline", m.name)
+                res = load_json(self.layout.eval_file(row, seed, "autoattack"))
+                if res is None and os.path.exists(os.path.join(self.layout.model_dir(row, seed), "diverged.json")):
+                    res = {"white_box": {"autoattack": {"robust_accuracy": 0.0}}}    # diverged: no robust model
                 if res is None:
                     break
                 accuracy.setdefault(m.name, []).append(res["white_box"]["autoattack"]["robust_accuracy"])
@@ -238,16 +252,20 @@ def judge(rows, plan):
             seeds = sorted(set(ref) & set(row))
             a = _stack({s: row[s] for s in seeds}, "autoattack") if seeds else None
             b = _stack({s: ref[s] for s in seeds}, "autoattack") if seeds else None
-            if a is None or b is None or len(seeds) < len(plan.seeds):
+            times = [(ref[x]["seconds"], row[x]["seconds"]) for x in seeds]
+            if a is None or b is None or len(seeds) < len(plan.seeds) or any(None in t for t in times):
+                out.append({"net": net, "method": m.name, "skipped": "results for %d of %d seeds" % (
+                    len(seeds) if a is not None and b is not None else 0, len(plan.seeds))})
                 continue
             diff = paired_difference(a, b)                       # method minus PGD-7
             worse = paired_difference(b, a)                      # PGD-7 minus method
-            time_ratio = (sum(ref[s]["seconds"] for s in seeds) / sum(row[s]["seconds"] for s in seeds))
+            time_ratio = sum(t[0] for t in times) / sum(t[1] for t in times)
             out.append({"net": net, "method": m.name, "difference": diff, "time_ratio": time_ratio,
                         "p_not_worse": no_better(worse, MARGIN)})
-    if out:
-        adjusted, rejected = holm([c["p_not_worse"] for c in out])
-        for c, p, r in zip(out, adjusted, rejected):
+    judged = [c for c in out if "skipped" not in c]
+    if judged:
+        adjusted, rejected = holm([c["p_not_worse"] for c in judged])
+        for c, p, r in zip(judged, adjusted, rejected):
             c["p_adjusted"], c["not_worse"] = p, r
             c["goal"] = r and c["time_ratio"] >= SPEED_UP
     return out
@@ -278,7 +296,9 @@ def report(plan, layout, docs):
                 return "-" if x is None else "%.1f" % (100 * x.mean())
             minutes = [v["seconds"] / 60 for v in seeds.values() if v["seconds"]]
             fired = sum(1 for v in seeds.values() if v["collapses"])
-            passes = next(iter(seeds.values()))["passes"]
+            # a seed that went on with the fallback recorded the fallback's passes: take another's
+            own = [v["passes"] for v in seeds.values() if not v["collapses"] and v["passes"]]
+            passes = own[0] if own else None
             lines.append("| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s |" % (
                 net, m.label, len(seeds), mean_acc("clean"), mean_acc("pgd100"), mean_acc("autoattack"),
                 "%.1f" % np.mean(minutes) if minutes else "-", passes,
@@ -291,6 +311,11 @@ def report(plan, layout, docs):
               "units per step) by the method's passes per step; a projection, not a measurement." % (
                   PAPER_HOURS, PAPER_PASSES)]
     claims = judge(rows, plan)
+    skipped = [c for c in claims if "skipped" in c]
+    claims = [c for c in claims if "skipped" not in c]
+    if skipped:
+        lines += ["", "Not judged yet: %s." % "; ".join("%s, %s (%s)" % (c["net"], c["method"], c["skipped"])
+                                                      for c in skipped)]
     if claims:
         lines += ["", "Against PGD-7 targeted on the same net (paired over seeds and images; one-sided test of "
                   "\"AutoAttack accuracy no more than %g point below PGD-7's\", Holm-corrected over the %d "
@@ -346,6 +371,8 @@ def main(argv=None):
             print("%-8s %s" % ("done" if os.path.exists(j.done_file) else "to run", j.name))
         return 0
     os.makedirs(args.out, exist_ok=True)
+    from core.files import atomic_write
+    atomic_write(os.path.join(args.out, ".gitignore"), lambda f: f.write(GITIGNORE), mode="w")
 
     def after(job, result):
         report(PLANS[args.plan], layout, args.docs)

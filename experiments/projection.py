@@ -122,7 +122,12 @@ def main(argv=None):
         steps[v.name] = measure_step(variant_spec(v, preset, args.width), v.clean_training, args.batch,
                                      preset.train_attack_iter, args.repeats)
         print("[projection] %-22s %.4f s per step" % (v.name, steps[v.name]), flush=True)
-    result = project(timings, variants, steps, budget.seeds, len(budget.seeds))
+    measured = {int(job.rsplit("seed", 1)[1]) for job in timings
+                if job.startswith("train/%s/seed" % variants[0].name)}
+    if not measured:
+        print("projection: %s has no training job of the %s row" % (args.timings, variants[0].name), file=sys.stderr)
+        return 2
+    result = project(timings, variants, steps, budget.seeds, len(measured))
     command = "python -m experiments.projection " + " ".join(argv if argv is not None else sys.argv[1:])
     body = markdown(result, command, machine_label(), git_commit() or "unknown", budget.hours)
     print(body)
