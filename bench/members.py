@@ -157,8 +157,8 @@ def markdown(result):
     lines = ["Command: `%s`. Machine: %s. Code: commit %s." % (result["command"], result["machine"], result["commit"]),
              "", "Each member's seconds against images attacked x its network evaluations per image x the seconds "
              "of one evaluation at the member's batch (APGD: forward + input gradient; FAB-T: half gradients, half "
-             "predictions; Square: forward), measured by bench.members after the attack (eval.py runs it in a process of its own). Target: at most "
-             "%.2fx." % TARGET, "",
+             "predictions; Square: forward), measured by bench.members after the attack (which eval.py runs in "
+             "a process of its own). Target: at most %.2fx." % TARGET, "",
              "| model | member | images attacked | evaluations per image | batch | seconds | network seconds | ratio "
              "| status |", "|---|---|---|---|---|---|---|---|---|"]
     for path, res in result["models"].items():
