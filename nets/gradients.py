@@ -12,7 +12,7 @@ computes through it (which the attacks use) and how fast.
 - ``xla``: the element-wise work of the median, bilateral and Gaussian non-local ops is
   compiled by XLA (``jit_scope``) into fused loops: one pass over memory instead of one per
   op. The same values (tests/test_denoise_ops.py compares them); chosen because it measured
-  faster on CPUs (docs/PERFORMANCE.md); on GPUs untested here.
+  faster on CPUs (docs/PERFORMANCE.md); a process that sees a GPU builds the plain ops.
 - ``bpda``: every denoising operation is the identity in the backward pass only
   (Backward Pass Differentiable Approximation, Athalye et al., ICML 2018): the audit's check
   that the operations do not mask gradients.
@@ -47,12 +47,20 @@ class Gradients:
             raise ValueError("non-local gradient %r; valid: %s" % (self.nonlocal_grad, ", ".join(NONLOCAL_GRADIENTS)))
 
     def fused(self):
-        """A context in which the element-wise ops built are compiled by XLA (``xla``), or none."""
-        return tf.xla.experimental.jit_scope() if self.xla else contextlib.nullcontext()
+        """A context in which the element-wise ops built are compiled by XLA (``xla``), or none.
+        On CPUs only: that is where it was measured; a process that sees a GPU builds the plain
+        ops (XLA on GPUs needs CUDA's libdevice and ptxas, untested here)."""
+        if self.xla and not _sees_gpu():
+            return tf.xla.experimental.jit_scope()
+        return contextlib.nullcontext()
 
     def bn_override_map(self):
         """The gradient_override_map for the BN ops of a graph built with these gradients."""
         return {"FusedBatchNormV3": FROZEN_BN_GRADIENT} if self.frozen_bn else {}
+
+
+def _sees_gpu():
+    return bool(tf.config.list_physical_devices("GPU"))
 
 
 FAST = Gradients()
