@@ -111,32 +111,29 @@ def _sections(res):
     s["While-loop vs unrolled attack"] = _table(
         ["net", "batch", "K", "tf.while_loop s", "unrolled s", "overhead", "step MB loop / unrolled"], rows)
     rows = _ablation_rows(res.get("bn_gradient_ablation", []))
-    s["Frozen-BN gradient (ablation)"] = (
+    s["Frozen-BN gradient (ablation)"] = _ablation_section(
         "The attack's BN layers are frozen (inference mode). `nets/denoise_block.py` gives them the gradient "
         "dx = dy x gamma / sqrt(var + eps) (one multiply) instead of TensorFlow's FusedBatchNormGradV3, which also "
         "computes the gamma/beta gradients and, by consuming the BN op's extra outputs, keeps the forward conv + BN "
         "from fusing into one oneDNN kernel. Same gradient (tests/test_nets.py); the rows below measure the same "
         "attack with TensorFlow's gradient in the same run. Speed-up = TensorFlow's / ours, in wall time and in CPU "
-        "seconds of the process (less sensitive to other load).\n\n" + _table(
-            ["net", "batch", "measurement", "ours s", "TF BN gradient s", "speed-up", "speed-up (CPU s)"], rows))
-    s["Median filter gradient (ablation)"] = (
+        "seconds of the process (less sensitive to other load).", "ours", "TF BN gradient", rows)
+    s["Median filter gradient (ablation)"] = _ablation_section(
         "The 3x3 median of `nets/denoise_ops.py` is a separable network of 18 min/max ops (sorted columns, then "
         "the median of their extremes). Its gradient goes straight to the window element equal to the median (9 "
         "comparisons) instead of back through the 18 min/max ops, whose gradients are a select pair each. Same "
         "gradient where the median is unique (tests/test_denoise_ops.py); the rows below measure the same attack "
         "backpropagating through the "
-        "network, in the same run. Speed-up = network's / ours, in wall time and in CPU seconds.\n\n" + _table(
-            ["net", "batch", "measurement", "ours s", "network gradient s", "speed-up", "speed-up (CPU s)"],
-            _ablation_rows(res.get("median_gradient_ablation", []))))
-    s["Fused denoising ops (ablation)"] = (
+        "network, in the same run. Speed-up = network's / ours, in wall time and in CPU seconds.", "ours",
+        "network gradient", _ablation_rows(res.get("median_gradient_ablation", [])))
+    s["Fused denoising ops (ablation)"] = _ablation_section(
         "The element-wise work of the median, bilateral and Gaussian non-local ops runs as XLA loops (`jit_scope`: "
         "one pass over memory instead of one per op) and the Gaussian op's gradient is written out (its softmax "
         "gradient needs sum_j dW_ij W_ij = sum_c dY_ic Y_ic, an N x C sum instead of an N x N product and sum): "
         "`nets/gradients.py`, `xla` and `nonlocal_grad`. The same values and gradients as TensorFlow's own ops "
         "(tests/test_denoise_ops.py), which exported graphs keep; the rows below measure the same step built with "
-        "TensorFlow's ops, in the same run. Speed-up = TensorFlow's ops / fused.\n\n" + _table(
-            ["net", "batch", "measurement", "fused s", "TensorFlow ops s", "speed-up", "speed-up (CPU s)"],
-            _ablation_rows(res.get("fused_ops_ablation", []))))
+        "TensorFlow's ops, in the same run. Speed-up = TensorFlow's ops / fused.", "fused", "TensorFlow ops",
+        _ablation_rows(res.get("fused_ops_ablation", [])))
     rows = [[d["denoised"], d["baseline"], d["what"], d["batch"], "%.3f" % d["time_ratio"], "%.3f" % d["flop_ratio"],
              _pct(d["time_share"]), _pct(d["flop_share"]), _f(d["share_ratio"])] for d in res["denoise_overhead"]]
     s["Denoising overhead"] = _table(["with", "without", "measurement", "batch", "time ratio", "FLOP ratio",
@@ -175,6 +172,12 @@ def _low_precision(res):
             "\"Mixed precision and XLA for the attack\" below.\n\n" +
             _table(["net", "batch", "precision", "XLA", "s/step", "fp32 s/step", "speed-up",
                     "peak RSS MB (this / fp32)"], rows) + note)
+
+
+def _ablation_section(intro, ours, theirs, rows):
+    """An ablation's paragraph and its table: our build against the ablation's, same run."""
+    return intro + "\n\n" + _table(["net", "batch", "measurement", "%s s" % ours, "%s s" % theirs, "speed-up",
+                                     "speed-up (CPU s)"], rows)
 
 
 def _ablation_rows(ablation):
