@@ -129,6 +129,12 @@ def main(argv=None):
     p.add_argument("--json-out")
     p.add_argument("--markdown", help="write (or replace) the section \"%s\" of this page" % SECTION)
     args = p.parse_args(argv)
+    from core.files import PathError, check_outputs
+    try:
+        check_outputs([("--json-out", args.json_out), ("--markdown", args.markdown)], [("--load", args.load)])
+    except PathError as e:
+        print("bench.members: %s" % e, file=sys.stderr)
+        return 2
     for path in args.load:
         if not os.path.exists(path):
             print("bench.members: %s does not exist: train it first (bash scripts/demo.sh)" % path, file=sys.stderr)

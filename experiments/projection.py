@@ -107,11 +107,13 @@ def main(argv=None):
     p.add_argument("--markdown", help="write (or replace) the section \"%s\" of this page" % SECTION)
     args = p.parse_args(argv)
     budget = BUDGETS[args.budget]
+    from core.files import check_outputs
     try:
+        check_outputs([("--json-out", args.json_out), ("--markdown", args.markdown)], [("--timings", args.timings)])
         variants = select_variants(args.variants.split(",") if args.variants else None)
         with open(args.timings) as f:
             timings = json.load(f)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError) as e:       # PathError is a ValueError
         print("projection: %s" % e, file=sys.stderr)
         return 2
     from config.presets import PRESETS

@@ -122,3 +122,15 @@ def test_members_cost_model_and_ratios():
                      "models": {"runs/demo/baseline/model-final.npz": res}})
     assert "| baseline | fab-t | 108 | 1800 | 54 |" in page and "| miss |" in page
     assert "baseline: the ensemble 0.50 s per image (200 images, robust accuracy 50.0%)" in page
+
+
+def test_members_and_projection_refuse_an_output_that_is_an_input(tmp_path):
+    """One line and exit 2, before any work: an output that is the checkpoint or the timings read."""
+    model = tmp_path / "model-final.npz"
+    model.write_bytes(b"weights")
+    proc = run([PYTHON, "-m", "bench.members", "--load", model, "--json-out", model], check=False)
+    assert proc.returncode == 2 and "is the --load input" in proc.stdout and model.read_bytes() == b"weights"
+    timings = tmp_path / "timings.json"
+    timings.write_text("{}")
+    proc = run([PYTHON, "-m", "experiments.projection", "--timings", timings, "--json-out", timings], check=False)
+    assert proc.returncode == 2 and "is the --timings input" in proc.stdout and timings.read_text() == "{}"
